@@ -1,0 +1,133 @@
+"""The admin server process: POST /notify from the webapp, forwarded along the ring."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import trio
+from prometheus_client import Counter, Gauge
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from admin_server.links import ChannelLink, LinkDown
+from cluster import service, wire
+from cluster.ring import Ring
+from cluster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FORWARDED = Counter("backchannel_admin_server_events_total", "Events forwarded", ["outcome"])
+LINKS_UP = Gauge("backchannel_admin_server_links_up", "Channel server links connected")
+MAX_EVENTS = 1000
+MAX_ATTEMPTS = 3
+
+
+class AdminServer:
+    def __init__(self, settings: Settings, name: str, watcher: service.RingWatcher) -> None:
+        self.settings = settings
+        self.name = name
+        self.watcher = watcher
+        self.links: dict[str, ChannelLink] = {}
+        self.nursery: trio.Nursery | None = None
+        watcher.listen(self._on_ring_change)
+
+    def status(self) -> dict[str, Any]:
+        LINKS_UP.set(sum(link.up for link in self.links.values()))
+        return {"name": self.name, "epoch": self.watcher.ring.epoch,
+                "links": {n: link.up for n, link in self.links.items()}}
+
+    async def _on_ring_change(self, before: Ring, after: Ring) -> None:
+        members = after.config.members
+        for name in list(self.links):
+            if name not in members or self.links[name].url != members[name]:
+                self.links.pop(name).cancel.cancel()
+        for name, url in members.items():
+            if name not in self.links and self.nursery is not None:
+                link = self.links[name] = ChannelLink(name, url, self.name)
+                self.nursery.start_soon(link.run)
+
+    async def forward(self, stream: str, seq: int, event: dict[str, Any]) -> bool:
+        """Deliver one event to its owner; on "moved" re-read the ring and try again."""
+        for _ in range(MAX_ATTEMPTS):
+            ring = self.watcher.ring
+            link = self.links.get(ring.owner(stream))
+            if link is None:
+                await self.watcher.refresh()
+                continue
+            try:
+                outcome = await link.send(ring.epoch, stream, seq, event)
+            except LinkDown:
+                FORWARDED.labels("link_down").inc()
+                await self.watcher.refresh()
+                continue
+            if outcome == "ack":
+                FORWARDED.labels("ack").inc()
+                return True
+            FORWARDED.labels("moved").inc()
+            await self.watcher.refresh()
+        return False
+
+    async def notify(self, request: Request) -> Response:
+        given = request.headers.get("x-backchannel-internal", "").encode()
+        secret = self.settings.internal_secret.encode()
+        if not secret or not hmac.compare_digest(given, secret):
+            return JSONResponse({"ok": False, "error": "not_allowed"}, status_code=403)
+        try:
+            body = await request.body()
+            if len(body) > self.settings.max_body_bytes * 4:
+                raise wire.BadFrame("too large")
+            events = _parse_events(wire.loads(body, typed=False))
+        except wire.BadFrame:
+            return JSONResponse({"ok": False, "error": "invalid_arguments"}, status_code=400)
+        if not self.watcher.ring.config.members:
+            await self.watcher.refresh()
+        ok = True
+        for stream, seq, event in events:
+            try:
+                ok = await self.forward(stream, seq, event) and ok
+            except LookupError:
+                ok = False
+        if not ok:
+            return JSONResponse({"ok": False, "error": "unavailable"}, status_code=503)
+        return JSONResponse({"ok": True, "events": len(events)})
+
+
+def _parse_events(frame: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    items = wire.field(frame, "events", list)
+    if not items or len(items) > MAX_EVENTS:
+        raise wire.BadFrame("events")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise wire.BadFrame("event")
+        out.append((wire.field(item, "stream", str), wire.field(item, "seq", int),
+                    wire.field(item, "event", dict)))
+    return out
+
+
+async def main(settings: Settings, name: str, port: int, addr_file: Any = None, *,
+               task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
+    from ops.addrfile import write_addr
+
+    watcher = service.RingWatcher(settings)
+    admin = AdminServer(settings, name, watcher)
+    async with trio.open_nursery() as nursery:
+        admin.nursery = nursery
+        await nursery.start(watcher.run)
+        app = service.http_app("admin_server", admin.status,
+                               [Route("/notify", admin.notify, methods=["POST"])])
+        url = await nursery.start(service.serve_http, app, settings.bind_host, port)
+        await service.register(settings, "admin_server", name, url)
+        info = {"name": name, "role": "admin_server", "url": url, "http_url": url}
+        if addr_file:
+            write_addr(addr_file, info)
+        log.info("admin server %s listening at %s", name, url)
+        task_status.started(info)
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.move_on_after(settings.shutdown_grace_s, shield=True):
+                await service.unregister(settings, "admin_server", name)

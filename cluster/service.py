@@ -1,0 +1,132 @@
+"""What the trio services share: logging, the ring watcher, registration in Redis and the
+small HTTP surface (health + Prometheus metrics). Written against anyio so that nothing in
+`cluster/` binds to one event loop; Redis is reached with the sync client in a worker thread,
+off the hot path, as DESIGN.md asks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import redis
+from anyio.abc import TaskStatus
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from cluster import registry
+from cluster.ring import Ring, RingConfig
+from cluster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: str, name: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+
+
+async def register(settings: Settings, role: str, name: str, url: str) -> None:
+    client = redis_client(settings)
+    key = registry.registry_key(settings.redis_prefix, role)
+    await anyio.to_thread.run_sync(client.hset, key, name, registry.entry(url))
+    client.close()
+
+
+async def unregister(settings: Settings, role: str, name: str) -> None:
+    client = redis_client(settings)
+    key = registry.registry_key(settings.redis_prefix, role)
+    try:
+        await anyio.to_thread.run_sync(client.hdel, key, name)
+    except redis.RedisError as exc:
+        log.warning("unregister failed: %s", type(exc).__name__)
+    finally:
+        client.close()
+
+
+async def lookup(settings: Settings, role: str) -> dict[str, str]:
+    client = redis_client(settings)
+    try:
+        raw = await anyio.to_thread.run_sync(
+            client.hgetall, registry.registry_key(settings.redis_prefix, role)
+        )
+    finally:
+        client.close()
+    return registry.urls(raw)
+
+
+RingListener = Callable[[Ring, Ring], Awaitable[None]]
+
+
+class RingWatcher:
+    """Keeps the current ring; polls Redis and calls listeners when the epoch changes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ring = Ring(RingConfig(0, {}))
+        self._listeners: list[RingListener] = []
+        self._client = redis_client(settings)
+        self._key = registry.ring_key(settings.redis_prefix)
+
+    def listen(self, fn: RingListener) -> None:
+        self._listeners.append(fn)
+
+    async def refresh(self) -> Ring:
+        try:
+            raw = await anyio.to_thread.run_sync(self._client.get, self._key)
+        except redis.RedisError as exc:
+            log.warning("ring read failed: %s", type(exc).__name__)
+            return self.ring
+        config = RingConfig.from_json(raw)
+        if config.epoch > self.ring.epoch:
+            before, self.ring = self.ring, Ring(config)
+            log.info("ring epoch=%d members=%d", config.epoch, len(config.members))
+            for fn in self._listeners:
+                await fn(before, self.ring)
+        return self.ring
+
+    async def run(self, *, task_status: TaskStatus[Ring] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.refresh()
+        task_status.started(self.ring)
+        while True:
+            await anyio.sleep(self.settings.ring_poll_interval_s)
+            await self.refresh()
+
+
+def http_app(role: str, status: Callable[[], dict[str, Any]],
+             extra: list[BaseRoute] | None = None) -> Starlette:
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "role": role, **status()})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[BaseRoute] = [Route("/health", health), Route("/metrics", metrics)]
+    return Starlette(routes=routes + (extra or []))
+
+
+async def serve_http(app: Starlette, host: str, port: int, *,
+                     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Serve with hypercorn's trio worker; reports the bound http:// URL."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 2.0
+
+    # hypercorn's trio worker; under the trio backend anyio's task status is accepted as is
+    async with anyio.create_task_group() as tg:
+        binds = await tg.start(serve, app, config)
+        task_status.started(binds[0])

@@ -1,0 +1,117 @@
+"""Typed settings shared by every service, loadable from a TOML file and env vars.
+
+Precedence: explicit defaults < TOML file < environment (``BACKCHANNEL_<FIELD>``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "BACKCHANNEL_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # storage
+    mysql_host: str = "127.0.0.1"
+    mysql_port: int = 3306
+    mysql_user: str = "backchannel"
+    mysql_password: str = "backchannel"
+    db_prefix: str = "backchannel"
+    chat_shards: tuple[str, ...] = ("-80", "80-")
+    db_pool_size: int = 10
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "bc:"
+    # service discovery: filled in by `backchannel up` for the processes it starts
+    admin_urls: tuple[str, ...] = ()
+    presence_url: str = ""
+    webapp_url: str = ""
+    internal_secret: str = ""
+    bind_host: str = "127.0.0.1"
+    # webapp behaviour
+    rtm_ticket_ttl_s: int = 30
+    idempotency_ttl_s: int = 86400
+    max_body_bytes: int = 1_048_576
+    rate_limit_per_minute: int = 6000
+    auth_cache_ttl_s: float = 30.0
+    notify_attempts: int = 5
+    # real-time tier behaviour
+    client_queue_size: int = 512
+    link_queue_size: int = 4096
+    ring_poll_interval_s: float = 1.0
+    gap_wait_s: float = 0.5
+    recent_buffer_size: int = 200
+    presence_ttl_s: float = 30.0
+    presence_report_interval_s: float = 10.0
+    shutdown_grace_s: float = 5.0
+    log_level: str = "INFO"
+
+    def db_name(self, keyspace: str, shard: str | None = None) -> str:
+        """MariaDB database for a keyspace (and shard); names stay [a-z0-9_]."""
+        if shard is None:
+            return f"{self.db_prefix}_{keyspace}"
+        return f"{self.db_prefix}_{keyspace}_{shard_slug(shard)}"
+
+
+def shard_slug(shard: str) -> str:
+    """'-80' -> 'x_80', '80-' -> '80_x': a database-name-safe spelling of a keyrange."""
+    start, _, end = shard.partition("-")
+    return f"{start or 'x'}_{end or 'x'}"
+
+
+def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    if kind.startswith("tuple"):
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return str(value)
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = path or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        with open(path, "rb") as fh:
+            values.update(tomllib.load(fh))
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for name in fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown settings: {sorted(unknown)}")
+    return Settings(**{k: _coerce(fields[k], v) for k, v in values.items()})
+
+
+def to_toml(settings: Settings) -> str:
+    """Serialise settings for `backchannel up` to hand to the processes it starts."""
+    lines = []
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, tuple):
+            inner = ", ".join(_toml_str(v) for v in value)
+            lines.append(f"{f.name} = [{inner}]")
+        elif isinstance(value, bool | int | float):
+            lines.append(f"{f.name} = {value!r}")
+        else:
+            lines.append(f"{f.name} = {_toml_str(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_str(value: str) -> str:
+    # JSON string escapes are a subset of TOML basic-string escapes
+    import json
+
+    return json.dumps(value)

@@ -1,0 +1,72 @@
+"""Internal frames between the real-time services, all JSON text over WebSocket.
+
+admin  -> channel  {"type":"event","id":N,"epoch":E,"stream":S,"seq":Q,"event":{...}}
+channel -> admin   {"type":"ack","id":N} | {"type":"moved","id":N,"epoch":E}
+gateway -> channel {"type":"hello","role":"gateway","name":G}
+                   {"type":"subscribe","epoch":E,"streams":[...]} / "unsubscribe"
+channel -> gateway {"type":"events","items":[ITEM, ...]}   (ITEM encoded once, see below)
+                   {"type":"moved","epoch":E,"streams":[...]}
+
+An ITEM is ``{"stream":S,"seq":Q,"kind":K,"ref":R,"payload":"<the RTM event as JSON>"}``.
+The payload is the exact text every client receives, so a gateway never re-encodes it;
+``kind``/``ref`` let the gateway react to events such as ``channel_joined`` without parsing
+the payload.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+
+class BadFrame(ValueError):
+    """A frame that is not JSON, not an object, or lacks a field of the right type."""
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(raw: str | bytes, *, typed: bool = True) -> dict[str, Any]:
+    try:
+        frame = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadFrame("not json") from exc
+    if not isinstance(frame, dict) or typed and not isinstance(frame.get("type"), str):
+        raise BadFrame("not a typed object")
+    return frame
+
+
+def field(frame: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = frame.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise BadFrame(f"field {name!r} missing or of the wrong type")
+    return value
+
+
+def str_list(frame: dict[str, Any], name: str, limit: int = 100_000) -> list[str]:
+    value = field(frame, name, list)
+    if len(value) > limit or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value):
+        raise BadFrame(f"field {name!r} must be a list of ids")
+    return value
+
+
+def encode_item(stream: str, seq: int, event: dict[str, Any]) -> str:
+    """Encode one event once; the result is spliced into every gateway frame that carries it."""
+    kind = event.get("type", "")
+    ref = ""
+    if kind in ("channel_joined", "channel_left", "im_created", "group_joined", "group_left"):
+        chan = event.get("channel")
+        ref = chan.get("id", "") if isinstance(chan, dict) else str(chan or "")
+    elif kind == "user_typing":
+        ref = str(event.get("user", ""))  # the typist's own sockets are skipped
+    return dumps({"stream": stream, "seq": seq, "kind": kind, "ref": ref, "payload": dumps(event)})
+
+
+def events_frame(items: Iterable[str]) -> str:
+    # Items are already-encoded JSON objects: joining them builds a valid JSON array without
+    # decoding and re-encoding each event for every gateway.
+    return '{"type":"events","items":[' + ",".join(items) + "]}"

@@ -1,0 +1,283 @@
+"""The gateway process: client sockets in, one upstream link per channel server out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import trio
+from prometheus_client import Counter, Gauge
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+from cluster import service, wire
+from cluster.ring import Ring
+from cluster.settings import Settings
+from gateway_server.client import Client, handle_frame
+from gateway_server.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+CLIENTS = Gauge("backchannel_gateway_server_clients", "Connected RTM clients")
+DELIVERED = Counter("backchannel_gateway_server_deliveries_total", "Payloads queued to sockets")
+KICKED = Counter("backchannel_gateway_server_kicked_total", "Clients closed", ["reason"])
+MAX_CLIENT_FRAME = 16 * 1024
+JOIN_KINDS = {"channel_joined", "group_joined", "im_created"}
+LEAVE_KINDS = {"channel_left", "group_left"}
+HELLO = json.dumps({"type": "hello"})
+
+
+class Gateway:
+    def __init__(self, settings: Settings, name: str, watcher: service.RingWatcher,
+                 http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.name = name
+        self.watcher = watcher
+        self.http = http
+        self.local: dict[str, set[Client]] = {}
+        self.clients: set[Client] = set()
+        self.upstreams: dict[str, Upstream] = {}
+        self.presence_dirty = trio.Event()
+        self.nursery: trio.Nursery | None = None
+        watcher.listen(self._on_ring_change)
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "epoch": self.watcher.ring.epoch, "clients": len(self.clients),
+                "streams": len(self.local),
+                "upstreams": {m: u._ws is not None for m, u in self.upstreams.items()}}
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    def _wanted(self, member: str) -> set[str]:
+        ring = self.watcher.ring
+        return {s for s in self.local if ring.owner(s) == member}
+
+    async def _on_ring_change(self, before: Ring, after: Ring) -> None:
+        members = after.config.members
+        for member in list(self.upstreams):
+            if member not in members or self.upstreams[member].url != members[member]:
+                self.upstreams.pop(member).cancel.cancel()
+        for member, url in members.items():
+            if member not in self.upstreams and self.nursery is not None:
+                up = self.upstreams[member] = Upstream(
+                    member, url, self.name, lambda m=member: self._wanted(m), self._on_frame)
+                self.nursery.start_soon(up.run, lambda: self.watcher.ring.epoch)
+        if self.nursery is not None:
+            self.nursery.start_soon(self._rebalance)
+
+    async def _rebalance(self) -> None:
+        epoch = self.watcher.ring.epoch
+        for member, up in list(self.upstreams.items()):
+            await up.unsubscribe(up.subscribed - self._wanted(member), epoch)
+        await self.ensure_subscribed(set(self.local))
+
+    async def ensure_subscribed(self, streams: set[str]) -> bool:
+        """Subscribe every stream at its owner; True once all owners have confirmed."""
+        ok = True
+        for _ in range(3):
+            ring = self.watcher.ring
+            moved: list[str] = []
+            for member, group in ring.owners(streams).items():
+                up = self.upstreams.get(member)
+                need = [s for s in group if up is None or s not in up.subscribed]
+                if up is None:
+                    moved += need
+                elif need:
+                    try:
+                        moved += await up.subscribe(need, ring.epoch)
+                    except trio.TooSlowError:
+                        ok = False
+            if not moved:
+                return ok
+            await self.watcher.refresh()
+            streams = set(moved)
+        return False
+
+    def _attach(self, client: Client, streams: set[str]) -> None:
+        for stream in streams:
+            self.local.setdefault(stream, set()).add(client)
+        client.streams |= streams
+
+    def _detach(self, client: Client, streams: set[str]) -> None:
+        idle = []
+        for stream in streams:
+            holders = self.local.get(stream)
+            if holders is not None:
+                holders.discard(client)
+                if not holders:
+                    del self.local[stream]
+                    idle.append(stream)
+        client.streams -= streams
+        if idle and self.nursery is not None:
+            self.nursery.start_soon(self._unsubscribe_idle, idle)
+
+    async def _unsubscribe_idle(self, streams: list[str]) -> None:
+        ring = self.watcher.ring
+        for member, group in ring.owners(streams).items():
+            up = self.upstreams.get(member)
+            if up is not None:
+                await up.unsubscribe([s for s in group if s not in self.local], ring.epoch)
+
+    # --- delivery ------------------------------------------------------------------------
+
+    async def _on_frame(self, up: Upstream, frame: dict[str, Any]) -> None:
+        if frame["type"] == "events":
+            self._deliver(wire.field(frame, "items", list))
+        elif frame["type"] == "moved":
+            streams = [s for s in wire.str_list(frame, "streams") if s in self.local]
+            up.subscribed.difference_update(streams)
+            await self.watcher.refresh()
+            if streams and self.nursery is not None:
+                self.nursery.start_soon(self.ensure_subscribed, set(streams))
+
+    def _deliver(self, items: list[Any]) -> None:
+        joined: set[str] = set()
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            stream, payload = item.get("stream"), item.get("payload")
+            holders = self.local.get(stream) if isinstance(stream, str) else None
+            if not holders or not isinstance(payload, str):
+                continue
+            kind, ref = item.get("kind"), item.get("ref") or ""
+            for client in list(holders):
+                if kind == "user_typing" and client.user == ref:
+                    continue
+                client.push(payload)
+                DELIVERED.inc()
+            if kind in JOIN_KINDS and ref:
+                for client in list(holders):
+                    self._attach(client, {ref})
+                joined.add(ref)
+            elif kind in LEAVE_KINDS and ref:
+                for client in list(holders):
+                    self._detach(client, {ref})
+        if joined and self.nursery is not None:
+            self.nursery.start_soon(self.ensure_subscribed, joined)
+
+    async def _typing(self, client: Client, channel: str) -> None:
+        up = self.upstreams.get(self.watcher.ring.owner(channel))
+        if up is not None:
+            await up.send({"type": "ephemeral", "stream": channel, "event": {
+                "type": "user_typing", "channel": channel, "user": client.user}})
+
+    # --- clients -------------------------------------------------------------------------
+
+    async def _redeem(self, ticket: str) -> dict[str, Any] | None:
+        for url in (await service.lookup(self.settings, "webapp")).values():
+            try:
+                resp = await self.http.post(
+                    url + "/internal/rtm.redeem", json={"ticket": ticket},
+                    headers={"x-backchannel-internal": self.settings.internal_secret})
+            except httpx.HTTPError as exc:
+                log.warning("ticket redeem failed: %s", type(exc).__name__)
+                continue
+            body = resp.json() if resp.status_code == 200 else {}
+            return body if body.get("ok") else None
+        return None
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        """Per-client handler: every failure is contained to this one client."""
+        try:
+            await self._serve_client(request)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("client handler failed")
+
+    async def _serve_client(self, request: WebSocketRequest) -> None:
+        ticket = parse_qs(urlsplit(request.path).query).get("ticket", [""])[0]
+        who = await self._redeem(ticket) if 0 < len(ticket) <= 128 else None
+        if who is None:
+            await request.reject(401, body=b'{"ok":false,"error":"invalid_auth"}')
+            return
+        ws = await request.accept()
+        client = Client(ws, who["user"], who["team"], self.settings.client_queue_size)
+        streams = {who["user"], *who["channels"]}
+        self.clients.add(client)
+        self._attach(client, streams)
+        CLIENTS.set(len(self.clients))
+        self.presence_dirty.set()
+        try:
+            if not await self.ensure_subscribed(streams):
+                client.kick("subscribe failed")
+            client.push(HELLO)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.writer)
+                nursery.start_soon(self._reader, client)
+                await client.kicked.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.clients.discard(client)
+            self._detach(client, set(client.streams))
+            CLIENTS.set(len(self.clients))
+            self.presence_dirty.set()
+            KICKED.labels(client.kick_reason or "shutdown").inc()
+            with trio.move_on_after(1, shield=True):
+                await client.say_goodbye()
+
+    async def _reader(self, client: Client) -> None:
+        try:
+            while True:
+                reply, typing = handle_frame(client, await client.ws.get_message())
+                if reply is not None:
+                    client.push(reply)
+                if typing is not None:
+                    await self._typing(client, typing)
+        except ConnectionClosed:
+            client.kick("closed")
+
+    # --- presence ------------------------------------------------------------------------
+
+    async def report_presence(self) -> None:
+        """Send the presence server this gateway's full user set: on change (debounced) and
+        periodically, so a crashed gateway's users expire there on their own."""
+        while True:
+            with trio.move_on_after(self.settings.presence_report_interval_s):
+                await self.presence_dirty.wait()
+            await trio.sleep(0.05)
+            self.presence_dirty = trio.Event()
+            users: dict[str, int] = {}
+            for client in self.clients:
+                users[client.user] = users.get(client.user, 0) + 1
+            for url in (await service.lookup(self.settings, "presence_server")).values():
+                try:
+                    await self.http.post(url + "/sync", json={"gateway": self.name,
+                                                              "users": users},
+                                         headers={"x-backchannel-internal":
+                                                  self.settings.internal_secret})
+                except httpx.HTTPError as exc:
+                    log.warning("presence report failed: %s", type(exc).__name__)
+
+
+async def main(settings: Settings, name: str, port: int, http_port: int,
+               addr_file: Any = None, *,
+               task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
+    from ops.addrfile import write_addr
+
+    watcher = service.RingWatcher(settings)
+    async with httpx.AsyncClient(timeout=5.0) as http, trio.open_nursery() as nursery:
+        gateway = Gateway(settings, name, watcher, http)
+        gateway.nursery = nursery
+        await nursery.start(watcher.run)
+        nursery.start_soon(gateway.report_presence)
+        ws_server = await nursery.start(partial(
+            serve_websocket, gateway.handle, settings.bind_host, port, None, max_message_size=MAX_CLIENT_FRAME))
+        url = f"ws://{settings.bind_host}:{ws_server.port}"
+        http_url = await nursery.start(service.serve_http,
+                                       service.http_app("gateway_server", gateway.status),
+                                       settings.bind_host, http_port)
+        await service.register(settings, "gateway_server", name, url)
+        info = {"name": name, "role": "gateway_server", "url": url, "http_url": http_url}
+        if addr_file:
+            write_addr(addr_file, info)
+        log.info("gateway %s listening port=%d", name, ws_server.port)
+        task_status.started(info)
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.move_on_after(settings.shutdown_grace_s, shield=True):
+                await service.unregister(settings, "gateway_server", name)

@@ -1,0 +1,130 @@
+"""The gateway's persistent link to one channel server: subscriptions out, batches in."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from cluster import wire
+
+log = logging.getLogger(__name__)
+SUBSCRIBE_TIMEOUT_S = 5.0
+CHUNK = 5000
+
+FrameHandler = Callable[["Upstream", dict[str, Any]], Awaitable[None]]
+
+
+class Upstream:
+    def __init__(self, member: str, url: str, gateway: str, wanted: Callable[[], set[str]],
+                 on_frame: FrameHandler) -> None:
+        self.member = member
+        self.url = url
+        self.gateway = gateway
+        self.wanted = wanted  # the streams this member should serve us, under the current ring
+        self.on_frame = on_frame
+        self.subscribed: set[str] = set()
+        self._ws: Any = None
+        self._up = trio.Event()
+        self._ids = itertools.count(1)
+        self._acks: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        self.cancel = trio.CancelScope()
+
+    async def run(self, epoch: Callable[[], int]) -> None:
+        backoff = 0.05
+        with self.cancel:
+            while True:
+                try:
+                    async with open_websocket_url(self.url, max_message_size=wire.MAX_FRAME_BYTES,
+                                                  connect_timeout=2) as ws:
+                        await ws.send_message(wire.dumps(
+                            {"type": "hello", "role": "gateway", "name": self.gateway}))
+                        self._ws, backoff = ws, 0.05
+                        self._up.set()
+                        log.info("upstream %s up", self.member)
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._resubscribe_all, epoch())
+                            await self._read(ws)
+                except (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError) as exc:
+                    log.warning("upstream %s down: %s", self.member, type(exc).__name__)
+                finally:
+                    self._ws = None
+                    self._up = trio.Event()
+                    self.subscribed.clear()
+                    for done, _ in self._acks.values():
+                        done.set()
+                    self._acks.clear()
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _resubscribe_all(self, epoch: int) -> None:
+        await self.subscribe(self.wanted(), epoch)
+
+    async def _read(self, ws: Any) -> None:
+        while True:
+            try:
+                frame = wire.loads(await ws.get_message())
+            except wire.BadFrame as exc:
+                log.warning("bad frame from %s: %s", self.member, exc)
+                continue
+            if frame["type"] == "subscribed":
+                waiter = self._acks.pop(frame.get("id"), None)  # type: ignore[arg-type]
+                if waiter is not None:
+                    waiter[1].append(frame)
+                    waiter[0].set()
+            else:
+                await self.on_frame(self, frame)
+
+    async def subscribe(self, streams: Iterable[str], epoch: int) -> list[str]:
+        """Subscribe and wait for the channel server's answer; returns streams it refused
+        as moved. Raises trio.TooSlowError if the link stays down."""
+        streams = sorted(set(streams))
+        moved: list[str] = []
+        with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
+            await self._up.wait()
+            for start in range(0, len(streams), CHUNK):
+                chunk = streams[start:start + CHUNK]
+                moved += await self._request("subscribe", chunk, epoch)
+                self.subscribed.update(s for s in chunk if s not in moved)
+        return moved
+
+    async def unsubscribe(self, streams: Iterable[str], epoch: int) -> None:
+        streams = [s for s in streams if s in self.subscribed]
+        self.subscribed.difference_update(streams)
+        ws = self._ws
+        if ws is None or not streams:
+            return
+        try:
+            await ws.send_message(wire.dumps(
+                {"type": "unsubscribe", "epoch": epoch, "streams": streams}))
+        except ConnectionClosed:
+            pass
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is not None:
+            try:
+                await ws.send_message(wire.dumps(frame))
+            except ConnectionClosed:
+                pass
+
+    async def _request(self, kind: str, streams: list[str], epoch: int) -> list[str]:
+        ws = self._ws
+        if ws is None:
+            raise trio.TooSlowError
+        frame_id = next(self._ids)
+        done, replies = trio.Event(), []
+        self._acks[frame_id] = (done, replies)
+        try:
+            await ws.send_message(wire.dumps(
+                {"type": kind, "id": frame_id, "epoch": epoch, "streams": streams}))
+        except ConnectionClosed as exc:
+            raise trio.TooSlowError from exc
+        await done.wait()
+        if not replies:
+            raise trio.TooSlowError
+        return [s for s in replies[0].get("moved", []) if isinstance(s, str)]

@@ -1,0 +1,111 @@
+"""The Starlette application: routing of /api/<method>, auth, rate limits, error mapping,
+and the internal endpoints used by the real-time tier."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cluster.settings import Settings
+from webapp import internal
+from webapp.methods import METHODS
+from webapp.params import ApiError, Params, parse_body, read_body, token_from
+from webapp.runtime import Runtime
+
+log = logging.getLogger(__name__)
+NO_AUTH = {"api.test"}
+
+
+def slack_json(body: dict[str, Any], status: int = 200,
+               headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False), status_code=status,
+                    headers=headers, media_type="application/json; charset=utf-8")
+
+
+def error_response(exc: ApiError) -> Response:
+    return slack_json({"ok": False, "error": exc.error, **exc.extra}, exc.status, exc.headers)
+
+
+async def _rate_limit(rt: Runtime, user_id: str, method_name: str) -> None:
+    """Fixed one-minute window per user and method, counted in Redis."""
+    window = int(time.time() // 60)
+    key = rt.key("rl", user_id, method_name, str(window))
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 61)
+        count, _ = await pipe.execute()
+    if count > rt.settings.rate_limit_per_minute:
+        retry = max(1, 60 - int(time.time() % 60))
+        raise ApiError("ratelimited", status=429, headers={"Retry-After": str(retry)})
+
+
+async def api(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    name = request.path_params["method"]
+    try:
+        params = dict(request.query_params)
+        if request.method == "POST":
+            body = await read_body(request, rt.settings.max_body_bytes)
+            params.update(parse_body(body, request.headers.get("content-type", "")))
+        handler = METHODS.get(name)
+        if handler is None:
+            raise ApiError("unknown_method", status=404)
+        token = token_from(request, params)
+        who = None
+        if name not in NO_AUTH:
+            if token is None:
+                raise ApiError("not_authed")
+            who = await rt.identity(token)
+            if who is None:
+                raise ApiError("invalid_auth")
+            await _rate_limit(rt, who.user_id, name)
+        reply = await handler(rt, who, Params(params))
+        return slack_json({"ok": True, **reply})
+    except ApiError as exc:
+        return error_response(exc)
+    except Exception:
+        log.exception("method %s failed", name)
+        return slack_json({"ok": False, "error": "internal_error"}, status=500)
+
+
+def require_internal(request: Request) -> None:
+    rt: Runtime = request.app.state.rt
+    given = request.headers.get("x-backchannel-internal", "")
+    secret = rt.settings.internal_secret
+    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+        raise ApiError("not_allowed", status=403)
+
+
+async def health(request: Request) -> Response:
+    return slack_json({"ok": True, "role": "webapp"})
+
+
+def build_app(settings: Settings, on_ready: Any = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt = Runtime(settings)
+        await rt.open()
+        app.state.rt = rt
+        if on_ready is not None:
+            await on_ready(rt)
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    routes = [
+        Route("/api/{method}", api, methods=["GET", "POST"]),
+        Route("/health", health, methods=["GET"]),
+        *internal.routes(require_internal, error_response, slack_json),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,84 @@
+"""Endpoints for the real-time tier and the ops CLI, guarded by the cluster's shared secret:
+ticket redemption (gateways), event-log reads (channel servers repairing gaps) and seeding."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from webapp import store
+from webapp.params import ApiError, Params, parse_body, read_body
+from webapp.runtime import Runtime
+from webapp.shapes import channel_shape
+
+MAX_SEED_USERS = 10_000
+
+
+async def _params(request: Request, rt: Runtime) -> Params:
+    body = await read_body(request, rt.settings.max_body_bytes)
+    return Params({**dict(request.query_params),
+                   **parse_body(body, request.headers.get("content-type", ""))})
+
+
+async def redeem(rt: Runtime, p: Params) -> dict[str, Any]:
+    """Single use: GETDEL makes a replayed ticket fail."""
+    ticket = p.text("ticket", missing="invalid_auth", max_len=128)
+    raw = await rt.redis.getdel(rt.key("rtm", ticket))
+    if raw is None:
+        raise ApiError("invalid_auth")
+    who = json.loads(raw)
+    channels = await store.user_channels(rt.db, who["user"])
+    return {"user": who["user"], "team": who["team"], "channels": channels}
+
+
+async def events(rt: Runtime, p: Params) -> dict[str, Any]:
+    stream = p.text("stream", missing="invalid_arguments", max_len=32)
+    after = p.integer("after_seq", 0, 0, 2**62)
+    limit = p.integer("limit", 100, 1, 1000)
+    return {"events": await store.events_after(rt.db, stream, after, limit)}
+
+
+async def seed(rt: Runtime, p: Params) -> dict[str, Any]:
+    """A workspace with N users, a bot and #general with everyone in it."""
+    n = p.integer("users", 2, 1, MAX_SEED_USERS)
+    name = p.text("team_name", max_len=80) or "Backchannel Demo"
+    team = await store.create_team(rt.db, name, p.text("domain", max_len=60) or "demo")
+    users = []
+    for i in range(1, n + 1):
+        user, token = await store.create_user(rt.db, team["id"], f"user{i}")
+        users.append({"id": user["id"], "name": user["name"], "token": token})
+    bot, bot_token = await store.create_user(rt.db, team["id"], "backchannel-bot", is_bot=True)
+    general, posted = await store.create_channel(rt.db, team["id"], users[0]["id"], "general",
+                                                 False, channel_shape)
+    for member in users[1:] + [{"id": bot["id"]}]:
+        posted += await store.join_channel(rt.db, general, member["id"], channel_shape)
+    await rt.notify(posted)
+    return {"team": team, "users": users,
+            "bot": {"id": bot["id"], "bot_id": bot["bot_id"], "name": bot["name"],
+                    "token": bot_token},
+            "channels": [{"id": general["id"], "name": "general"}]}
+
+
+def routes(guard: Callable[[Request], None], on_error: Callable[[ApiError], Response],
+           reply: Callable[[dict[str, Any]], Response]) -> list[Route]:
+    def endpoint(fn: Callable[[Runtime, Params], Any]) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> Response:
+            rt: Runtime = request.app.state.rt
+            try:
+                guard(request)
+                return reply({"ok": True, **await fn(rt, await _params(request, rt))})
+            except ApiError as exc:
+                return on_error(exc)
+
+        return handle
+
+    return [
+        Route("/internal/rtm.redeem", endpoint(redeem), methods=["POST"]),
+        Route("/internal/events", endpoint(events), methods=["GET", "POST"]),
+        Route("/internal/seed", endpoint(seed), methods=["POST"]),
+    ]

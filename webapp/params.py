@@ -1,0 +1,139 @@
+"""Turning an HTTP request into Slack Web API parameters, with Slack's error codes.
+
+Slack accepts the same parameters in the query string, a form body or a JSON body; the
+token comes from ``Authorization: Bearer`` or a ``token`` parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+CHANNEL_ID_RE = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
+USER_ID_RE = re.compile(r"^[UWB][A-Z0-9]{2,20}$")
+
+
+class ApiError(Exception):
+    def __init__(self, error: str, status: int = 200, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.headers = headers or {}
+        self.extra = extra
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise ApiError("request_too_large", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError("request_too_large", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError("invalid_json") from exc
+        if not isinstance(doc, dict):
+            raise ApiError("invalid_json")
+        return doc
+    if ctype in ("application/x-www-form-urlencoded", "", "text/plain"):
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                              encoding="utf-8", errors="strict")
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError("invalid_form_data") from exc
+        return dict(pairs)
+    raise ApiError("invalid_form_data")
+
+
+def token_from(request: Request, params: dict[str, Any]) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    token = params.get("token")
+    if token is None or token == "":
+        return None
+    if not isinstance(token, str):
+        raise ApiError("invalid_auth")
+    return token
+
+
+class Params:
+    """Typed access to request parameters; wrong types are ``invalid_arguments``."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+
+    def text(self, name: str, *, missing: str | None = None, max_len: int = 4096) -> str | None:
+        value = self.raw.get(name)
+        if value is None or value == "":
+            if missing:
+                raise ApiError(missing)
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ApiError("invalid_arguments")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates from JSON "\ud800"
+            raise ApiError("invalid_arguments") from exc
+        if len(value) > max_len:
+            raise ApiError("invalid_arguments")
+        return value
+
+    def channel(self, name: str = "channel") -> str:
+        value = self.raw.get(name)
+        if value is None or value == "":
+            raise ApiError("channel_not_found")
+        if not isinstance(value, str):
+            raise ApiError("invalid_arguments")
+        if not CHANNEL_ID_RE.match(value):
+            raise ApiError("channel_not_found")
+        return value
+
+    def user(self, name: str = "user") -> str:
+        value = self.raw.get(name)
+        if not isinstance(value, str) or not USER_ID_RE.match(value):
+            raise ApiError("user_not_found")
+        return value
+
+    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
+        value = self.raw.get(name)
+        if value is None or value == "":
+            return default
+        if isinstance(value, bool):
+            raise ApiError("invalid_arguments")
+        if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
+            value = int(value)
+        if not isinstance(value, int):
+            raise ApiError("invalid_arguments")
+        return max(lo, min(hi, value))
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.raw.get(name)
+        if value is None or value == "":
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return value != 0
+        if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+            return value.lower() in ("true", "1")
+        raise ApiError("invalid_arguments")

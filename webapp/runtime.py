@@ -1,0 +1,113 @@
+"""The webapp's shared resources: pools, Redis, the HTTP client, caches, discovery and the
+notifier that hands committed events to admin servers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from cluster import registry
+from cluster.settings import Settings
+from webapp import store
+from webapp.db import Database
+
+log = logging.getLogger(__name__)
+
+_AUTH_CACHE_MAX = 50_000
+_DISCOVERY_TTL_S = 2.0
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings)
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        self._auth: dict[str, tuple[float, store.Identity]] = {}
+        self._discovered: dict[str, tuple[float, dict[str, str]]] = {}
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.redis.aclose()
+        await self.db.close()
+
+    def key(self, *parts: str) -> str:
+        return self.settings.redis_prefix + ":".join(parts)
+
+    async def identity(self, token: str) -> store.Identity | None:
+        """Token -> identity, cached in process so a post costs no directory round trip."""
+        now = time.monotonic()
+        hit = self._auth.get(token)
+        if hit and hit[0] > now:
+            return hit[1]
+        who = await store.identity_for_token(self.db, token)
+        if who is not None:
+            if len(self._auth) >= _AUTH_CACHE_MAX:
+                self._auth.clear()
+            self._auth[token] = (now + self.settings.auth_cache_ttl_s, who)
+        return who
+
+    async def services(self, role: str) -> dict[str, str]:
+        now = time.monotonic()
+        hit = self._discovered.get(role)
+        if hit and hit[0] > now:
+            return hit[1]
+        raw = await self.redis.hgetall(registry.registry_key(self.settings.redis_prefix, role))
+        found = registry.urls(raw)
+        self._discovered[role] = (now + _DISCOVERY_TTL_S, found)
+        return found
+
+    def forget(self, role: str) -> None:
+        self._discovered.pop(role, None)
+
+    async def notify(self, posted: Sequence[store.Posted]) -> bool:
+        """Hand committed events to an admin server; retries across admin servers.
+
+        The events are already durable, so a failure here delays delivery (channel servers
+        repair gaps from the event log) but never loses an acknowledged post.
+        """
+        if not posted:
+            return True
+        body = {"events": [{"stream": p.stream, "seq": p.seq, "event": p.event} for p in posted]}
+        delay = 0.05
+        for attempt in range(self.settings.notify_attempts):
+            admins = list((await self.services("admin_server")).values())
+            if admins:
+                url = random.choice(admins)
+                try:
+                    resp = await self.http.post(url + "/notify", json=body,
+                                                headers=self.internal_headers())
+                    if resp.status_code == 200:
+                        return True
+                    log.warning("admin notify status=%d attempt=%d", resp.status_code, attempt)
+                except httpx.HTTPError as exc:
+                    log.warning("admin notify failed attempt=%d: %s", attempt, type(exc).__name__)
+                self.forget("admin_server")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        log.error("admin notify gave up events=%d", len(posted))
+        return False
+
+    def internal_headers(self) -> dict[str, str]:
+        return {"x-backchannel-internal": self.settings.internal_secret}
+
+    async def presence(self, user_id: str) -> dict[str, Any] | None:
+        for url in (await self.services("presence_server")).values():
+            try:
+                resp = await self.http.get(url + "/presence", params={"user": user_id},
+                                           headers=self.internal_headers())
+                if resp.status_code == 200:
+                    return resp.json()
+            except httpx.HTTPError as exc:
+                log.warning("presence lookup failed: %s", type(exc).__name__)
+        return None

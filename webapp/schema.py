@@ -1,0 +1,96 @@
+"""DDL for the `directory` keyspace (unsharded) and each `chat` shard; idempotent."""
+
+from __future__ import annotations
+
+import aiomysql
+
+from cluster.settings import Settings
+from webapp import db as _db  # noqa: F401  (installs the warning filter)
+
+_TABLE_OPTS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+DIRECTORY = [
+    f"""CREATE TABLE IF NOT EXISTS teams (
+        id VARCHAR(16) PRIMARY KEY, name VARCHAR(255) NOT NULL, domain VARCHAR(64) NOT NULL,
+        created BIGINT NOT NULL) {_TABLE_OPTS}""",
+    f"""CREATE TABLE IF NOT EXISTS users (
+        id VARCHAR(16) PRIMARY KEY, team_id VARCHAR(16) NOT NULL, name VARCHAR(80) NOT NULL,
+        real_name VARCHAR(255) NOT NULL DEFAULT '', is_bot TINYINT NOT NULL DEFAULT 0,
+        bot_id VARCHAR(16) NULL, created BIGINT NOT NULL,
+        UNIQUE KEY team_name (team_id, name)) {_TABLE_OPTS}""",
+    f"""CREATE TABLE IF NOT EXISTS tokens (
+        token_hash CHAR(64) PRIMARY KEY, user_id VARCHAR(16) NOT NULL,
+        team_id VARCHAR(16) NOT NULL, kind VARCHAR(8) NOT NULL, created BIGINT NOT NULL,
+        KEY by_user (user_id)) {_TABLE_OPTS}""",
+    # channel names are unique per workspace; this unsharded lookup enforces it
+    f"""CREATE TABLE IF NOT EXISTS channel_names (
+        team_id VARCHAR(16) NOT NULL, name VARCHAR(80) NOT NULL,
+        channel_id VARCHAR(16) NOT NULL, PRIMARY KEY (team_id, name)) {_TABLE_OPTS}""",
+]
+
+CHAT = [
+    f"""CREATE TABLE IF NOT EXISTS channels (
+        id VARCHAR(16) PRIMARY KEY, team_id VARCHAR(16) NOT NULL, name VARCHAR(80) NOT NULL,
+        is_private TINYINT NOT NULL DEFAULT 0, is_archived TINYINT NOT NULL DEFAULT 0,
+        creator VARCHAR(16) NOT NULL, created BIGINT NOT NULL) {_TABLE_OPTS}""",
+    f"""CREATE TABLE IF NOT EXISTS channel_members (
+        channel_id VARCHAR(16) NOT NULL, user_id VARCHAR(16) NOT NULL, joined BIGINT NOT NULL,
+        PRIMARY KEY (channel_id, user_id)) {_TABLE_OPTS}""",
+    # one row per stream (channel or a user's personal stream): the seq/ts allocator
+    f"""CREATE TABLE IF NOT EXISTS stream_seq (
+        stream_id VARCHAR(16) PRIMARY KEY, seq BIGINT NOT NULL,
+        last_ts_us BIGINT NOT NULL) {_TABLE_OPTS}""",
+    # every event a stream delivered, by seq: channel servers repair gaps from it
+    f"""CREATE TABLE IF NOT EXISTS events (
+        stream_id VARCHAR(16) NOT NULL, seq BIGINT NOT NULL, ts_us BIGINT NOT NULL,
+        payload MEDIUMTEXT NOT NULL, PRIMARY KEY (stream_id, seq)) {_TABLE_OPTS}""",
+    f"""CREATE TABLE IF NOT EXISTS messages (
+        channel_id VARCHAR(16) NOT NULL, ts_us BIGINT NOT NULL, seq BIGINT NOT NULL,
+        user_id VARCHAR(16) NOT NULL, bot_id VARCHAR(16) NULL, text MEDIUMTEXT NOT NULL,
+        thread_ts_us BIGINT NULL, client_msg_id VARCHAR(64) NULL,
+        PRIMARY KEY (channel_id, ts_us), UNIQUE KEY by_seq (channel_id, seq)) {_TABLE_OPTS}""",
+    # lookup vindex: sharded by user_id, so "my channels" is a single-shard read
+    f"""CREATE TABLE IF NOT EXISTS user_channels (
+        user_id VARCHAR(16) NOT NULL, channel_id VARCHAR(16) NOT NULL,
+        PRIMARY KEY (user_id, channel_id)) {_TABLE_OPTS}""",
+]
+
+
+async def ensure_schema(settings: Settings) -> None:
+    """Create every database and table that is missing; safe to run again."""
+    conn = await aiomysql.connect(
+        host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
+        password=settings.mysql_password, autocommit=True, charset="utf8mb4",
+    )
+    try:
+        async with conn.cursor() as cur:
+            targets = [(settings.db_name("directory"), DIRECTORY)] + [
+                (settings.db_name("chat", shard), CHAT) for shard in settings.chat_shards
+            ]
+            for db, ddl in targets:
+                await cur.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 "
+                    "COLLATE utf8mb4_bin"
+                )
+                await cur.execute(f"USE `{db}`")
+                for stmt in ddl:
+                    await cur.execute(stmt)
+    finally:
+        conn.close()
+
+
+async def drop_all(settings: Settings) -> None:
+    """Drop every database of this prefix (tests use throwaway prefixes)."""
+    conn = await aiomysql.connect(
+        host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
+        password=settings.mysql_password, autocommit=True,
+    )
+    try:
+        async with conn.cursor() as cur:
+            dbs = [settings.db_name("directory")] + [
+                settings.db_name("chat", s) for s in settings.chat_shards
+            ]
+            for db in dbs:
+                await cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+    finally:
+        conn.close()

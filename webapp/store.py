@@ -1,0 +1,335 @@
+"""Reads and writes of the data model. Every write that produces a real-time event goes
+through :func:`append_event` inside a single-shard transaction, so an event exists (with its
+seq and ts) exactly when the change it describes is committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiomysql
+
+from cluster import ids
+from webapp.db import Database
+
+
+@dataclasses.dataclass(frozen=True)
+class Posted:
+    """An event committed to a stream, waiting to be handed to an admin server."""
+
+    stream: str
+    seq: int
+    event: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    user_id: str
+    team_id: str
+    user_name: str
+    team_name: str
+    team_domain: str
+    is_bot: bool
+    bot_id: str | None
+
+
+class Conflict(Exception):
+    """A uniqueness rule was hit (e.g. a channel name already taken)."""
+
+
+async def append_event(
+    cur: aiomysql.DictCursor, stream: str, build: Callable[[str], dict[str, Any]]
+) -> tuple[Posted, int]:
+    """Assign the stream's next seq and ts, store the event; returns it with its ts in µs.
+
+    Must run inside a transaction on the stream's shard: the row lock on stream_seq is what
+    makes seq gap-free and ts strictly increasing under concurrent writers.
+    """
+    await cur.execute("INSERT IGNORE INTO stream_seq VALUES (%s, 0, 0)", (stream,))
+    await cur.execute(
+        "SELECT seq, last_ts_us FROM stream_seq WHERE stream_id=%s FOR UPDATE", (stream,)
+    )
+    row = await cur.fetchone()
+    return await _append_locked(cur, stream, row["seq"], row["last_ts_us"], build)
+
+
+async def _append_locked(
+    cur: aiomysql.DictCursor, stream: str, seq: int, last_ts_us: int,
+    build: Callable[[str], dict[str, Any]],
+) -> tuple[Posted, int]:
+    ts_us = ids.next_ts_us(ids.now_us(), last_ts_us)
+    event = build(ids.format_ts(ts_us))
+    await cur.execute(
+        "UPDATE stream_seq SET seq=%s, last_ts_us=%s WHERE stream_id=%s",
+        (seq + 1, ts_us, stream),
+    )
+    await cur.execute(
+        "INSERT INTO events (stream_id, seq, ts_us, payload) VALUES (%s, %s, %s, %s)",
+        (stream, seq + 1, ts_us, json.dumps(event, separators=(",", ":"))),
+    )
+    return Posted(stream, seq + 1, event), ts_us
+
+
+# --- directory -------------------------------------------------------------------------
+
+
+async def create_team(db: Database, name: str, domain: str) -> dict[str, Any]:
+    team = {"id": ids.new_id("T"), "name": name, "domain": domain}
+    async with db.directory() as cur:
+        await cur.execute(
+            "INSERT INTO teams (id, name, domain, created) VALUES (%s, %s, %s, %s)",
+            (team["id"], name, domain, ids.now_us() // 1_000_000),
+        )
+    return team
+
+
+async def create_user(
+    db: Database, team_id: str, name: str, *, is_bot: bool = False
+) -> tuple[dict[str, Any], str]:
+    """Returns the user and its token; only the token's hash is stored."""
+    user = {"id": ids.new_id("U"), "team_id": team_id, "name": name, "is_bot": is_bot,
+            "bot_id": ids.new_id("B") if is_bot else None}
+    token = ids.new_token("xoxb" if is_bot else "xoxp")
+    created = ids.now_us() // 1_000_000
+    async with db.directory() as cur:
+        await cur.execute("BEGIN")
+        try:
+            await cur.execute(
+                "INSERT INTO users (id, team_id, name, real_name, is_bot, bot_id, created) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (user["id"], team_id, name, name, int(is_bot), user["bot_id"], created),
+            )
+            await cur.execute(
+                "INSERT INTO tokens (token_hash, user_id, team_id, kind, created) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (ids.hash_token(token), user["id"], team_id, "bot" if is_bot else "user",
+                 created),
+            )
+            await cur.execute("COMMIT")
+        except BaseException:
+            await cur.execute("ROLLBACK")
+            raise
+    return user, token
+
+
+async def identity_for_token(db: Database, token: str) -> Identity | None:
+    async with db.directory() as cur:
+        await cur.execute(
+            "SELECT u.id, u.team_id, u.name, u.is_bot, u.bot_id, t.name AS team_name, "
+            "t.domain FROM tokens k JOIN users u ON u.id = k.user_id "
+            "JOIN teams t ON t.id = u.team_id WHERE k.token_hash=%s",
+            (ids.hash_token(token),),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return Identity(row["id"], row["team_id"], row["name"], row["team_name"], row["domain"],
+                    bool(row["is_bot"]), row["bot_id"])
+
+
+async def user_exists(db: Database, team_id: str, user_id: str) -> bool:
+    async with db.directory() as cur:
+        await cur.execute("SELECT 1 FROM users WHERE id=%s AND team_id=%s", (user_id, team_id))
+        return await cur.fetchone() is not None
+
+
+# --- channels --------------------------------------------------------------------------
+
+
+async def get_channel(db: Database, channel_id: str) -> dict[str, Any] | None:
+    async with db.chat(channel_id) as cur:
+        await cur.execute("SELECT * FROM channels WHERE id=%s", (channel_id,))
+        return await cur.fetchone()
+
+
+async def is_member(db: Database, channel_id: str, user_id: str) -> bool:
+    async with db.chat(channel_id) as cur:
+        await cur.execute(
+            "SELECT 1 FROM channel_members WHERE channel_id=%s AND user_id=%s",
+            (channel_id, user_id),
+        )
+        return await cur.fetchone() is not None
+
+
+async def user_channels(db: Database, user_id: str) -> list[str]:
+    async with db.chat(user_id) as cur:
+        await cur.execute(
+            "SELECT channel_id FROM user_channels WHERE user_id=%s ORDER BY channel_id",
+            (user_id,),
+        )
+        return [r["channel_id"] for r in await cur.fetchall()]
+
+
+async def create_channel(
+    db: Database, team_id: str, creator: str, name: str, is_private: bool,
+    shape: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[dict[str, Any], list[Posted]]:
+    """Reserve the name (directory), create the channel on its shard, add the creator."""
+    channel_id = ids.new_id("G" if is_private else "C")
+    async with db.directory() as cur:
+        try:
+            await cur.execute(
+                "INSERT INTO channel_names (team_id, name, channel_id) VALUES (%s, %s, %s)",
+                (team_id, name, channel_id),
+            )
+        except aiomysql.IntegrityError as exc:
+            raise Conflict("name_taken") from exc
+    row = {"id": channel_id, "team_id": team_id, "name": name, "is_private": int(is_private),
+           "is_archived": 0, "creator": creator, "created": ids.now_us() // 1_000_000}
+    try:
+        async with db.chat_tx(channel_id) as cur:
+            await cur.execute(
+                "INSERT INTO channels (id, team_id, name, is_private, is_archived, creator, "
+                "created) VALUES (%(id)s, %(team_id)s, %(name)s, %(is_private)s, "
+                "%(is_archived)s, %(creator)s, %(created)s)", row,
+            )
+            await cur.execute("INSERT INTO stream_seq VALUES (%s, 0, 0)", (channel_id,))
+    except BaseException:
+        # the name reservation is in another keyspace: undo it by hand
+        async with db.directory() as cur:
+            await cur.execute("DELETE FROM channel_names WHERE team_id=%s AND name=%s",
+                              (team_id, name))
+        raise
+    posted = await join_channel(db, row, creator, shape)
+    return row, posted
+
+
+async def join_channel(
+    db: Database, channel: dict[str, Any], user_id: str,
+    shape: Callable[[dict[str, Any]], dict[str, Any]],
+) -> list[Posted]:
+    """Add a member; returns the events to deliver (none if already a member)."""
+    channel_id = channel["id"]
+    async with db.chat_tx(channel_id) as cur:
+        await cur.execute(
+            "INSERT IGNORE INTO channel_members (channel_id, user_id, joined) "
+            "VALUES (%s, %s, %s)", (channel_id, user_id, ids.now_us() // 1_000_000),
+        )
+        if cur.rowcount == 0:
+            return []
+        joined, _ = await append_event(cur, channel_id, lambda ts: {
+            "type": "member_joined_channel", "user": user_id, "channel": channel_id,
+            "channel_type": "G" if channel["is_private"] else "C", "team": channel["team_id"],
+            "event_ts": ts,
+        })
+    # the lookup vindex row lives on the user's shard: written after the source of truth
+    async with db.chat_tx(user_id) as cur:
+        await cur.execute(
+            "INSERT IGNORE INTO user_channels (user_id, channel_id) VALUES (%s, %s)",
+            (user_id, channel_id),
+        )
+        kind = "group_joined" if channel["is_private"] else "channel_joined"
+        personal, _ = await append_event(cur, user_id, lambda ts: {
+            "type": kind, "channel": shape(channel), "event_ts": ts,
+        })
+    return [joined, personal]
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+class PostRefused(Exception):
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def post_message(
+    db: Database, channel_id: str, who: Identity, text: str,
+    thread_ts_us: int | None, client_msg_id: str | None,
+) -> tuple[Posted, dict[str, Any]]:
+    """One single-shard transaction: check, allocate seq+ts, insert message and event."""
+    async with db.chat_tx(channel_id) as cur:
+        await cur.execute(
+            "SELECT c.team_id, c.is_private, c.is_archived, s.seq, s.last_ts_us, "
+            "EXISTS(SELECT 1 FROM channel_members m WHERE m.channel_id=c.id "
+            "AND m.user_id=%s) AS member FROM channels c "
+            "JOIN stream_seq s ON s.stream_id=c.id WHERE c.id=%s FOR UPDATE",
+            (who.user_id, channel_id),
+        )
+        row = await cur.fetchone()
+        if row is None or row["team_id"] != who.team_id or (
+            row["is_private"] and not row["member"]
+        ):
+            raise PostRefused("channel_not_found")
+        if row["is_archived"]:
+            raise PostRefused("is_archived")
+        if not row["member"]:
+            raise PostRefused("not_in_channel")
+        if thread_ts_us is not None:
+            await cur.execute(
+                "SELECT 1 FROM messages WHERE channel_id=%s AND ts_us=%s",
+                (channel_id, thread_ts_us),
+            )
+            if await cur.fetchone() is None:
+                raise PostRefused("thread_not_found")
+
+        def build(ts: str) -> dict[str, Any]:
+            msg = message_shape(who, text, ts, thread_ts_us, client_msg_id)
+            return {**msg, "channel": channel_id, "event_ts": ts}
+
+        posted, ts_us = await _append_locked(cur, channel_id, row["seq"], row["last_ts_us"],
+                                             build)
+        await cur.execute(
+            "INSERT INTO messages (channel_id, ts_us, seq, user_id, bot_id, text, "
+            "thread_ts_us, client_msg_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (channel_id, ts_us, posted.seq, who.user_id, who.bot_id, text, thread_ts_us,
+             client_msg_id),
+        )
+    return posted, message_shape(who, text, ids.format_ts(ts_us), thread_ts_us, client_msg_id)
+
+
+def message_shape(
+    who: Identity, text: str, ts: str, thread_ts_us: int | None, client_msg_id: str | None
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "message", "user": who.user_id, "text": text, "ts": ts,
+                           "team": who.team_id}
+    if who.bot_id:
+        msg["bot_id"] = who.bot_id
+    if client_msg_id:
+        msg["client_msg_id"] = client_msg_id
+    if thread_ts_us is not None:
+        msg["thread_ts"] = ids.format_ts(thread_ts_us)
+    return msg
+
+
+def row_to_message(row: dict[str, Any], team_id: str) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "message", "user": row["user_id"], "text": row["text"],
+                           "ts": ids.format_ts(row["ts_us"]), "team": team_id}
+    if row["bot_id"]:
+        msg["bot_id"] = row["bot_id"]
+    if row["client_msg_id"]:
+        msg["client_msg_id"] = row["client_msg_id"]
+    if row["thread_ts_us"] is not None:
+        msg["thread_ts"] = ids.format_ts(row["thread_ts_us"])
+    return msg
+
+
+async def history(
+    db: Database, channel_id: str, *, latest_us: int | None, oldest_us: int,
+    latest_inclusive: bool, oldest_inclusive: bool, limit: int,
+) -> list[dict[str, Any]]:
+    """Newest first, ``limit + 1`` rows so the caller can tell whether there is more."""
+    hi_op = "<=" if latest_inclusive else "<"
+    lo_op = ">=" if oldest_inclusive else ">"
+    latest = latest_us if latest_us is not None else 2**62
+    async with db.chat(channel_id) as cur:
+        await cur.execute(
+            f"SELECT * FROM messages WHERE channel_id=%s AND ts_us {hi_op} %s "
+            f"AND ts_us {lo_op} %s ORDER BY ts_us DESC LIMIT %s",
+            (channel_id, latest, oldest_us, limit + 1),
+        )
+        return list(await cur.fetchall())
+
+
+async def events_after(db: Database, stream: str, after_seq: int, limit: int) -> list[dict]:
+    async with db.chat(stream) as cur:
+        await cur.execute(
+            "SELECT seq, payload FROM events WHERE stream_id=%s AND seq>%s "
+            "ORDER BY seq LIMIT %s", (stream, after_seq, limit),
+        )
+        return [{"seq": r["seq"], "event": json.loads(r["payload"])}
+                for r in await cur.fetchall()]
