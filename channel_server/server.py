@@ -282,7 +282,8 @@ async def main(settings: Settings, name: str, port: int, http_port: int,
         server.nursery = nursery
         await nursery.start(watcher.run)
         ws_server = await nursery.start(partial(
-            serve_websocket, server.handle, settings.bind_host, port, None, max_message_size=wire.MAX_FRAME_BYTES))
+            serve_websocket, server.handle, settings.bind_host, port, None,
+            max_message_size=wire.MAX_FRAME_BYTES))
         url = f"ws://{settings.bind_host}:{ws_server.port}"
         http_url = await nursery.start(service.serve_http,
                                        service.http_app("channel_server", server.status),

@@ -41,7 +41,8 @@ class Ring:
 
     def __init__(self, config: RingConfig) -> None:
         self.config = config
-        nodes = {name: {"vnodes": VNODES, "instance": addr} for name, addr in config.members.items()}
+        nodes = {name: {"vnodes": VNODES, "instance": addr}
+                 for name, addr in config.members.items()}
         self._ring = HashRing(nodes=nodes, vnodes=VNODES) if nodes else None
 
     @property

@@ -265,7 +265,8 @@ async def main(settings: Settings, name: str, port: int, http_port: int,
         await nursery.start(watcher.run)
         nursery.start_soon(gateway.report_presence)
         ws_server = await nursery.start(partial(
-            serve_websocket, gateway.handle, settings.bind_host, port, None, max_message_size=MAX_CLIENT_FRAME))
+            serve_websocket, gateway.handle, settings.bind_host, port, None,
+            max_message_size=MAX_CLIENT_FRAME))
         url = f"ws://{settings.bind_host}:{ws_server.port}"
         http_url = await nursery.start(service.serve_http,
                                        service.http_app("gateway_server", gateway.status),

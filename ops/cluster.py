@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import redis
 
-from cluster import registry, settings as settings_mod
+from cluster import registry
+from cluster import settings as settings_mod
 from cluster.ring import RingConfig
 from cluster.settings import Settings
 from ops.addrfile import read_addr

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings, name: str, port: int, addr_file: Path | None) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto says TCP, and without it Nagle + delayed ACK add 40 ms to every response
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.bind_host, port))
     sock.listen(1024)

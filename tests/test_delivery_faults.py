@@ -1,0 +1,89 @@
+"""Delivery when things go wrong: a committed event whose notification never arrived, and a
+client that cannot keep up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from ops import cluster as ops_cluster
+from tests.conftest import rtm_session, start_cluster, stop_cluster
+from webapp import store
+from webapp.db import Database
+
+
+def commit_without_notify(cluster, ws, text: str) -> str:
+    """Exactly what a webapp that died between commit and notify leaves behind."""
+    async def run() -> str:
+        db = Database(cluster.settings)
+        await db.open()
+        try:
+            who = store.Identity(ws["users"][0]["id"], ws["team"]["id"], "user1", "t", "d",
+                                 False, None)
+            _, message = await store.post_message(db, ws["channels"][0]["id"], who, text,
+                                                  None, None)
+            return message["ts"]
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+async def post(http: httpx.AsyncClient, cluster, token: str, channel: str, text: str) -> str:
+    reply = (await http.post(cluster.api + "chat.postMessage", json={"channel": channel,
+                                                                       "text": text},
+                             headers={"Authorization": f"Bearer {token}"})).json()
+    assert reply["ok"], reply
+    return reply["ts"]
+
+
+async def test_lost_notification_is_repaired_from_event_log(cluster):
+    ws = cluster.seed(2)
+    general, token = ws["channels"][0]["id"], ws["users"][0]["token"]
+    async with rtm_session(cluster, ws["users"][1]["token"]) as rtm, httpx.AsyncClient(
+        timeout=10
+    ) as http:
+        first = await post(http, cluster, token, general, "before")
+        await rtm.next({"type": "message", "ts": first})
+        lost = await trio.to_thread.run_sync(commit_without_notify, cluster, ws, "lost")
+        last = await post(http, cluster, token, general, "after")
+        got = [await rtm.next({"type": "message"}), await rtm.next({"type": "message"})]
+    assert [(e["ts"], e["text"]) for e in got] == [(lost, "lost"), (last, "after")]
+
+
+@pytest.fixture
+def small_queue_cluster(tmp_path):
+    c = start_cluster(tmp_path, ops_cluster.Counts(channels=1, gateways=1),
+                      client_queue_size=4)
+    try:
+        yield c
+    finally:
+        stop_cluster(c)
+
+
+async def test_slow_client_is_disconnected_and_others_unaffected(small_queue_cluster):
+    c = small_queue_cluster
+    ws = c.seed(3)
+    general, token = ws["channels"][0]["id"], ws["users"][0]["token"]
+    big = "x" * 39_000
+    metrics_url = c.processes("gateway_server")[0]["http_url"] + "/metrics"
+    kicked = 'backchannel_gateway_server_kicked_total{reason="too slow"} 1.0'
+    async with rtm_session(c, ws["users"][1]["token"]) as slow, rtm_session(
+        c, ws["users"][2]["token"]
+    ) as fast, httpx.AsyncClient(timeout=20) as http:
+        # `slow` never reads while ~8 MB is sent to it: kernel buffers fill, then its queue
+        sent: list[str] = []
+        while kicked not in (await http.get(metrics_url)).text:
+            assert len(sent) < 1000, "slow client never disconnected"
+            for _ in range(10):
+                sent.append(await post(http, c, token, general, f"{len(sent)} {big}"))
+                # the fast reader keeps up, proving fanout never stalls on the slow one
+                await fast.next({"type": "message", "ts": sent[-1]})
+        with pytest.raises(ConnectionClosed), trio.fail_after(20):
+            while True:
+                await slow.next()
+    assert len([e for e in slow.seen if e.get("type") == "message"]) < len(sent)
