@@ -29,6 +29,7 @@ class Ctx:
     pub_name: str
     priv: str  # private channel made by A
     other: dict[str, Any]  # a second workspace
+    http: httpx.Client
 
     @property
     def streams(self) -> list[str]:
@@ -47,7 +48,7 @@ def _ok(resp: httpx.Response) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def ctx(cluster: Any) -> Ctx:
+def ctx(cluster: Any) -> Iterator[Ctx]:
     ws = cluster.seed(3)
     other = cluster.seed(1)
     a, b = ws["users"][0], ws["users"][1]
@@ -57,38 +58,41 @@ def ctx(cluster: Any) -> Ctx:
                         name="priv-" + secrets.token_hex(4), is_private=True))
     _ok(api_call(cluster, "chat.postMessage", a["token"], channel=ws["channels"][0]["id"],
                  text="seed message"))
-    return Ctx(cluster, a, b, ws["channels"][0]["id"], pub["channel"]["id"], pub_name,
-               priv["channel"]["id"], other)
+    with httpx.Client(timeout=10) as http:
+        yield Ctx(cluster, a, b, ws["channels"][0]["id"], pub["channel"]["id"], pub_name,
+                  priv["channel"]["id"], other, http)
 
 
-def events(cluster: Any, stream: str) -> list[dict[str, Any]]:
-    resp = httpx.get(cluster.root + "/internal/events",
-                     params={"stream": stream, "after_seq": 0, "limit": 1000},
-                     headers=cluster.internal_headers(), timeout=10)
-    body = _ok(resp)
-    return body["events"]
+def call(c: Ctx, method: str, token: str | None, **body: Any) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return c.http.post(c.cluster.api + method, json=body, headers=headers)
 
 
-def history(cluster: Any, token: str, channel: str) -> list[dict[str, Any]]:
-    body = _ok(api_call(cluster, "conversations.history", token, channel=channel, limit=999))
-    return body["messages"]
+def events(c: Ctx, stream: str) -> list[dict[str, Any]]:
+    resp = c.http.get(c.cluster.root + "/internal/events",
+                      params={"stream": stream, "after_seq": 0, "limit": 1000},
+                      headers=c.cluster.internal_headers())
+    return _ok(resp)["events"]
+
+
+def history(c: Ctx, token: str, channel: str) -> list[dict[str, Any]]:
+    return _ok(call(c, "conversations.history", token, channel=channel, limit=999))["messages"]
 
 
 def snapshot(c: Ctx) -> dict[str, Any]:
     """Everything a bad request must not change."""
     return {
-        "events": {s: events(c.cluster, s) for s in c.streams},
-        "history": {ch: history(c.cluster, c.a["token"], ch) for ch in c.channels},
-        "other_history": history(c.cluster, c.other["users"][0]["token"],
-                                 c.other["channels"][0]["id"]),
+        "events": {s: events(c, s) for s in c.streams},
+        "history": {ch: history(c, c.a["token"], ch) for ch in c.channels},
+        "other_history": history(c, c.other["users"][0]["token"], c.other["channels"][0]["id"]),
     }
 
 
 def assert_healthy(c: Ctx) -> None:
-    assert httpx.get(c.cluster.root + "/health", timeout=10).status_code == 200
-    body = _ok(api_call(c.cluster, "auth.test", c.a["token"]))
+    assert c.http.get(c.cluster.root + "/health").status_code == 200
+    body = _ok(call(c, "auth.test", c.a["token"]))
     assert body["user_id"] == c.a["id"]
-    history(c.cluster, c.b["token"], c.general)
+    history(c, c.b["token"], c.general)
 
 
 def raw(c: Ctx, method: str, *, content: bytes | None = None,
@@ -96,7 +100,7 @@ def raw(c: Ctx, method: str, *, content: bytes | None = None,
     headers = dict(headers or {})
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
-    return httpx.post(c.cluster.api + method, content=content, headers=headers, timeout=10)
+    return c.http.post(c.cluster.api + method, content=content, headers=headers)
 
 
 def as_json(c: Ctx, method: str, body: Any, token: str | None) -> httpx.Response:
@@ -145,8 +149,8 @@ def _chunks(total: int) -> Iterator[bytes]:
 
 def _chunked_too_large(c: Ctx) -> httpx.Response:
     # no content-length: the limit must hold while streaming too
-    return httpx.post(c.cluster.api + "chat.postMessage", content=_chunks(1_048_576 + 10),
-                      headers={**JSON, "authorization": f"Bearer {c.a['token']}"}, timeout=10)
+    return c.http.post(c.cluster.api + "chat.postMessage", content=_chunks(1_048_576 + 10),
+                       headers={**JSON, "authorization": f"Bearer {c.a['token']}"})
 
 
 AUTH_CASES: list[Case] = [
@@ -171,9 +175,9 @@ AUTH_CASES: list[Case] = [
     ("bad-token-json-param", lambda c: as_json(c, "chat.postMessage",
                                                {"token": "xoxp-bogus", "channel": c.general,
                                                 "text": "hi"}, None), 200, "invalid_auth"),
-    ("bad-token-query-param", lambda c: httpx.get(
+    ("bad-token-query-param", lambda c: c.http.get(
         c.cluster.api + "chat.postMessage",
-        params={"token": "xoxp-bogus", "channel": c.general, "text": "hi"}, timeout=10),
+        params={"token": "xoxp-bogus", "channel": c.general, "text": "hi"}),
      200, "invalid_auth"),
     ("token-not-a-string", lambda c: as_json(c, "chat.postMessage",
                                              {"token": 12345, "channel": c.general,
@@ -218,7 +222,7 @@ POST_CASES: list[Case] = [
                                         "thread_ts": "yesterday"}), 200, "thread_not_found"),
     ("thread-in-other-channel", lambda c: as_json(c, "chat.postMessage", {
         "channel": c.pub, "text": "hi",
-        "thread_ts": history(c.cluster, c.a["token"], c.general)[0]["ts"]}, c.a["token"]),
+        "thread_ts": history(c, c.a["token"], c.general)[0]["ts"]}, c.a["token"]),
      200, "thread_not_found"),
     ("lone-surrogate-text", _raw_post(
         lambda c: b'{"channel":"' + c.general.encode() + b'","text":"a\\ud800b"}', JSON),
@@ -257,10 +261,9 @@ BODY_CASES: list[Case] = [
     ("unknown-method", lambda c: as_json(c, "chat.postMessagez",
                                          {"channel": c.general, "text": "hi"}, c.a["token"]),
      404, "unknown_method"),
-    ("unknown-method-get", lambda c: httpx.get(c.cluster.api + "no.suchMethod",
-                                               headers={"authorization":
-                                                        f"Bearer {c.a['token']}"},
-                                               timeout=10), 404, "unknown_method"),
+    ("unknown-method-get", lambda c: c.http.get(c.cluster.api + "no.suchMethod",
+                                                headers={"authorization":
+                                                         f"Bearer {c.a['token']}"}), 404, "unknown_method"),
 ]
 
 CREATE_CASES: list[Case] = [
@@ -357,30 +360,30 @@ def test_bad_request_is_refused_and_changes_nothing(
 
 
 def test_text_of_exactly_40000_chars_is_accepted(ctx: Ctx) -> None:
-    before = history(ctx.cluster, ctx.a["token"], ctx.general)
-    body = _ok(api_call(ctx.cluster, "chat.postMessage", ctx.a["token"], channel=ctx.general,
+    before = history(ctx, ctx.a["token"], ctx.general)
+    body = _ok(call(ctx, "chat.postMessage", ctx.a["token"], channel=ctx.general,
                         text="y" * 40_000))
     assert body["message"]["text"] == "y" * 40_000
-    after = history(ctx.cluster, ctx.a["token"], ctx.general)
+    after = history(ctx, ctx.a["token"], ctx.general)
     assert len(after) == len(before) + 1
     assert after[0]["ts"] == body["ts"] and after[0]["text"] == "y" * 40_000
 
 
 def test_client_msg_id_makes_a_retried_post_idempotent(ctx: Ctx) -> None:
     cmid = "8f1c7c3e-" + secrets.token_hex(8)
-    before_hist = history(ctx.cluster, ctx.a["token"], ctx.general)
-    before_events = events(ctx.cluster, ctx.general)
-    first = _ok(api_call(ctx.cluster, "chat.postMessage", ctx.a["token"], channel=ctx.general,
+    before_hist = history(ctx, ctx.a["token"], ctx.general)
+    before_events = events(ctx, ctx.general)
+    first = _ok(call(ctx, "chat.postMessage", ctx.a["token"], channel=ctx.general,
                          text="only once", client_msg_id=cmid))
-    second = _ok(api_call(ctx.cluster, "chat.postMessage", ctx.a["token"], channel=ctx.general,
+    second = _ok(call(ctx, "chat.postMessage", ctx.a["token"], channel=ctx.general,
                           text="only once", client_msg_id=cmid))
     assert second["ts"] == first["ts"]
     assert second["message"] == first["message"]
     assert first["message"]["client_msg_id"] == cmid
-    after_hist = history(ctx.cluster, ctx.a["token"], ctx.general)
+    after_hist = history(ctx, ctx.a["token"], ctx.general)
     assert len(after_hist) == len(before_hist) + 1
     assert [m["ts"] for m in after_hist if m.get("client_msg_id") == cmid] == [first["ts"]]
-    after_events = events(ctx.cluster, ctx.general)
+    after_events = events(ctx, ctx.general)
     assert len(after_events) == len(before_events) + 1
     assert after_events[-1]["event"]["ts"] == first["ts"]
 
@@ -388,20 +391,20 @@ def test_client_msg_id_makes_a_retried_post_idempotent(ctx: Ctx) -> None:
 def test_refused_post_does_not_burn_its_client_msg_id(ctx: Ctx) -> None:
     """A post refused for bad input leaves the client_msg_id free for the corrected retry."""
     cmid = "retry-" + secrets.token_hex(8)
-    refused = api_call(ctx.cluster, "chat.postMessage", ctx.a["token"], channel=ctx.general,
+    refused = call(ctx, "chat.postMessage", ctx.a["token"], channel=ctx.general,
                        text="z" * 40_001, client_msg_id=cmid).json()
     assert refused == {"ok": False, "error": "msg_too_long"}
-    before = history(ctx.cluster, ctx.a["token"], ctx.general)
-    posted = _ok(api_call(ctx.cluster, "chat.postMessage", ctx.a["token"], channel=ctx.general,
+    before = history(ctx, ctx.a["token"], ctx.general)
+    posted = _ok(call(ctx, "chat.postMessage", ctx.a["token"], channel=ctx.general,
                           text="corrected", client_msg_id=cmid))
     assert posted["message"]["text"] == "corrected"
-    assert len(history(ctx.cluster, ctx.a["token"], ctx.general)) == len(before) + 1
+    assert len(history(ctx, ctx.a["token"], ctx.general)) == len(before) + 1
 
 
 def test_webapp_still_serves_valid_posts_after_bad_input(ctx: Ctx) -> None:
-    before = events(ctx.cluster, ctx.general)
-    body = _ok(api_call(ctx.cluster, "chat.postMessage", ctx.b["token"], channel=ctx.general,
+    before = events(ctx, ctx.general)
+    body = _ok(call(ctx, "chat.postMessage", ctx.b["token"], channel=ctx.general,
                         text="still alive"))
-    after = events(ctx.cluster, ctx.general)
+    after = events(ctx, ctx.general)
     assert len(after) == len(before) + 1
     assert after[-1]["event"]["ts"] == body["ts"] and after[-1]["event"]["text"] == "still alive"
