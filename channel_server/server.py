@@ -51,6 +51,7 @@ class ChannelServer:
         self.streams: dict[str, StreamState] = {}
         self.repairing: set[str] = set()
         self.http: httpx.AsyncClient | None = None
+        self.discovery = service.Discovery(settings)
         self.nursery: trio.Nursery | None = None
         watcher.listen(self._on_ring_change)
 
@@ -238,8 +239,7 @@ class ChannelServer:
             self.repairing.discard(stream)
 
     async def _fetch(self, stream: str, after: int, count: int) -> list[dict] | None:
-        webapps = await service.lookup(self.settings, "webapp")
-        for url in webapps.values():
+        for url in (await self.discovery.lookup("webapp")).values():
             try:
                 resp = await self.http.get(  # type: ignore[union-attr]
                     url + "/internal/events",
@@ -249,6 +249,7 @@ class ChannelServer:
                     return resp.json()["events"]
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("event log fetch failed: %s", type(exc).__name__)
+        self.discovery.forget("webapp")
         return None
 
     async def _on_ring_change(self, before: Ring, after: Ring) -> None:

@@ -54,15 +54,34 @@ async def unregister(settings: Settings, role: str, name: str) -> None:
         client.close()
 
 
-async def lookup(settings: Settings, role: str) -> dict[str, str]:
-    client = redis_client(settings)
-    try:
-        raw = await anyio.to_thread.run_sync(
-            client.hgetall, registry.registry_key(settings.redis_prefix, role)
-        )
-    finally:
-        client.close()
-    return registry.urls(raw)
+class Discovery:
+    """Registry lookups with a short cache and one Redis connection pool, so that a client
+    connect or a presence report costs no Redis round trip in the common case."""
+
+    TTL_S = 2.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client = redis_client(settings)
+        self._cache: dict[str, tuple[float, dict[str, str]]] = {}
+
+    async def lookup(self, role: str) -> dict[str, str]:
+        now = anyio.current_time()
+        hit = self._cache.get(role)
+        if hit and hit[0] > now:
+            return hit[1]
+        key = registry.registry_key(self.settings.redis_prefix, role)
+        try:
+            raw = await anyio.to_thread.run_sync(self._client.hgetall, key)
+        except redis.RedisError as exc:
+            log.warning("registry read failed: %s", type(exc).__name__)
+            return hit[1] if hit else {}
+        found = registry.urls(raw)
+        self._cache[role] = (now + self.TTL_S, found)
+        return found
+
+    def forget(self, role: str) -> None:
+        self._cache.pop(role, None)
 
 
 RingListener = Callable[[Ring, Ring], Awaitable[None]]

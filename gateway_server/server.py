@@ -40,6 +40,7 @@ class Gateway:
         self.local: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
         self.upstreams: dict[str, Upstream] = {}
+        self.discovery = service.Discovery(settings)
         self.presence_dirty = trio.Event()
         self.nursery: trio.Nursery | None = None
         watcher.listen(self._on_ring_change)
@@ -167,13 +168,14 @@ class Gateway:
     # --- clients -------------------------------------------------------------------------
 
     async def _redeem(self, ticket: str) -> dict[str, Any] | None:
-        for url in (await service.lookup(self.settings, "webapp")).values():
+        for url in (await self.discovery.lookup("webapp")).values():
             try:
                 resp = await self.http.post(
                     url + "/internal/rtm.redeem", json={"ticket": ticket},
                     headers={"x-backchannel-internal": self.settings.internal_secret})
             except httpx.HTTPError as exc:
                 log.warning("ticket redeem failed: %s", type(exc).__name__)
+                self.discovery.forget("webapp")
                 continue
             body = resp.json() if resp.status_code == 200 else {}
             return body if body.get("ok") else None
@@ -243,7 +245,7 @@ class Gateway:
             users: dict[str, int] = {}
             for client in self.clients:
                 users[client.user] = users.get(client.user, 0) + 1
-            for url in (await service.lookup(self.settings, "presence_server")).values():
+            for url in (await self.discovery.lookup("presence_server")).values():
                 try:
                     await self.http.post(url + "/sync", json={"gateway": self.name,
                                                               "users": users},
@@ -251,6 +253,7 @@ class Gateway:
                                                   self.settings.internal_secret})
                 except httpx.HTTPError as exc:
                     log.warning("presence report failed: %s", type(exc).__name__)
+                    self.discovery.forget("presence_server")
 
 
 async def main(settings: Settings, name: str, port: int, http_port: int,

@@ -90,7 +90,7 @@ async def health(request: Request) -> Response:
     return slack_json({"ok": True, "role": "webapp"})
 
 
-def build_app(settings: Settings, on_ready: Any = None) -> Starlette:
+def build_app(settings: Settings, on_ready: Any = None, on_stop: Any = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = Runtime(settings)
@@ -101,6 +101,8 @@ def build_app(settings: Settings, on_ready: Any = None) -> Starlette:
         try:
             yield
         finally:
+            if on_stop is not None:
+                await on_stop(rt)
             await rt.close()
 
     routes = [

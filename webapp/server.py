@@ -37,7 +37,10 @@ def serve(settings: Settings, name: str, port: int, addr_file: Path | None) -> N
                                    "webapp_url": url + "/api/"})
         log.info("webapp %s listening port=%d", name, bound)
 
-    app = build_app(settings, on_ready=on_ready)
+    async def on_stop(rt: Runtime) -> None:
+        await rt.redis.hdel(registry.registry_key(settings.redis_prefix, "webapp"), name)
+
+    app = build_app(settings, on_ready=on_ready, on_stop=on_stop)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=int(settings.shutdown_grace_s),
                             lifespan="on")
