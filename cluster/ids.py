@@ -13,7 +13,7 @@ import secrets
 import time
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-TS_RE = re.compile(r"^\d{1,12}\.\d{6}$")
+TS_RE = re.compile(r"[0-9]{1,12}\.[0-9]{6}")  # ASCII digits only, matched whole
 
 
 def new_id(prefix: str, length: int = 10) -> str:
@@ -47,7 +47,7 @@ def format_ts(ts_us: int) -> str:
 
 def parse_ts(ts: str) -> int:
     """'1700000000.000123' -> 1700000000000123; raises ValueError on anything else."""
-    if not isinstance(ts, str) or not TS_RE.match(ts):
+    if not isinstance(ts, str) or not TS_RE.fullmatch(ts):
         raise ValueError("invalid ts")
     seconds, micros = ts.split(".")
     return int(seconds) * 1_000_000 + int(micros)

@@ -6,6 +6,7 @@ Precedence: explicit defaults < TOML file < environment (``BACKCHANNEL_<FIELD>``
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -60,7 +61,7 @@ class Settings:
 
 def shard_slug(shard: str) -> str:
     """'-80' -> 'x_80', '80-' -> '80_x': a database-name-safe spelling of a keyrange."""
-    start, _, end = shard.partition("-")
+    start, _, end = shard.lower().partition("-")
     return f"{start or 'x'}_{end or 'x'}"
 
 
@@ -111,7 +112,6 @@ def to_toml(settings: Settings) -> str:
 
 
 def _toml_str(value: str) -> str:
-    # JSON string escapes are a subset of TOML basic-string escapes
-    import json
-
-    return json.dumps(value)
+    # JSON string escapes are a subset of TOML's, except surrogate pairs (ensure_ascii=False
+    # avoids them) and raw DEL, which TOML forbids and JSON leaves alone
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")

@@ -18,8 +18,8 @@ def keyspace_id(key: str) -> bytes:
 
 def parse_keyrange(shard: str) -> tuple[bytes, bytes]:
     start, sep, end = shard.partition("-")
-    if not sep:
-        raise ValueError(f"bad keyrange {shard!r}")
+    if not sep or shard != shard.lower():
+        raise ValueError(f"bad keyrange {shard!r} (lower-case hex, 'start-end')")
     return bytes.fromhex(start), bytes.fromhex(end)
 
 
@@ -34,6 +34,9 @@ def validate_shards(shards: Sequence[str]) -> None:
     ranges = [parse_keyrange(s) for s in shards]
     if not ranges or ranges[0][0] != b"" or ranges[-1][1] != b"":
         raise ValueError("shards must start and end open")
+    for start, end in ranges:
+        if end and start >= end:
+            raise ValueError("a shard's start must be below its end")
     for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
         if end != start or not end:
             raise ValueError("shards must be contiguous")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 from typing import Any
 
 import trio
@@ -56,7 +57,7 @@ class Client:
 def handle_frame(client: Client, raw: str | bytes) -> tuple[str | None, str | None]:
     """A client frame -> (reply to queue, channel the user is typing in). Never raises."""
     try:
-        frame: Any = json.loads(raw)
+        frame: Any = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _error(None, 1, "invalid json"), None
     if not isinstance(frame, dict):
@@ -67,8 +68,9 @@ def handle_frame(client: Client, raw: str | bytes) -> tuple[str | None, str | No
     kind = frame.get("type")
     if kind == "ping":
         pong: dict[str, Any] = {"type": "pong", "reply_to": reply_to}
-        if "time" in frame and isinstance(frame["time"], int | float | str):
-            pong["time"] = frame["time"]
+        stamp = frame.get("time")
+        if isinstance(stamp, str) or isinstance(stamp, int | float) and math.isfinite(stamp):
+            pong["time"] = stamp
         return json.dumps(pong), None
     if kind == "typing":
         channel = frame.get("channel")
@@ -76,6 +78,10 @@ def handle_frame(client: Client, raw: str | bytes) -> tuple[str | None, str | No
             return _error(reply_to, 3, "channel_not_found"), None
         return None, channel
     return _error(reply_to, 2, "unsupported message type"), None
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN/Infinity would make our replies invalid
 
 
 def _error(reply_to: Any, code: int, msg: str) -> str:

@@ -122,9 +122,11 @@ class Upstream:
         try:
             await ws.send_message(wire.dumps(
                 {"type": kind, "id": frame_id, "epoch": epoch, "streams": streams}))
+            await done.wait()
         except ConnectionClosed as exc:
             raise trio.TooSlowError from exc
-        await done.wait()
+        finally:
+            self._acks.pop(frame_id, None)
         if not replies:
             raise trio.TooSlowError
         return [s for s in replies[0].get("moved", []) if isinstance(s, str)]

@@ -121,7 +121,7 @@ def test_loads_untyped_allows_objects_without_type():
 
 def test_loads_accepts_str_and_bytes():
     assert wire.loads('{"type":"ack","id":3}') == {"type": "ack", "id": 3}
-    assert wire.loads('{"type":"ack","id":3}'.encode()) == {"type": "ack", "id": 3}
+    assert wire.loads(b'{"type":"ack","id":3}') == {"type": "ack", "id": 3}
 
 
 @settings(max_examples=500, deadline=None)

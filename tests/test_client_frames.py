@@ -1,0 +1,222 @@
+"""gateway_server/client.py: client frames never crash the gateway; slow clients are kicked."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway_server.client import GOODBYE, Client, handle_frame
+
+
+def make_client(queue_size: int = 8, streams: set[str] | None = None) -> Client:
+    # handle_frame and push never touch the socket
+    client = Client(ws=None, user="U1", team="T1", queue_size=queue_size)  # type: ignore[arg-type]
+    client.streams = set(streams or ())
+    return client
+
+
+def strict_loads(raw: str) -> Any:
+    def refuse(const: str) -> Any:
+        raise ValueError(f"not JSON: {const}")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def check_reply(reply: str | None, channel: str | None) -> None:
+    if reply is None:
+        assert isinstance(channel, str)
+        return
+    assert channel is None
+    body = strict_loads(reply)
+    assert isinstance(body, dict)
+    assert body["type"] in ("pong", "error")
+    if body["type"] == "error":
+        assert isinstance(body["error"]["code"], int)
+        assert isinstance(body["error"]["msg"], str)
+        if "reply_to" in body:
+            assert body["ok"] is False
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20))
+json_like = st.recursive(json_leaf, lambda c: st.one_of(st.lists(c, max_size=3),
+                                                         st.dictionaries(st.text(max_size=8), c,
+                                                                         max_size=3)),
+                         max_leaves=10)
+frames = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(st.sampled_from(["ping", "typing", "message", "pong", ""]), json_like),
+        "id": json_like,
+        "channel": st.one_of(st.sampled_from(["C1", "C2", "U1"]), json_like),
+        "time": json_like,
+    },
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(), st.binary()))
+def test_handle_frame_never_raises_on_arbitrary_text_or_bytes(raw):
+    client = make_client(streams={"C1"})
+    reply, channel = handle_frame(client, raw)
+    check_reply(reply, channel)
+
+
+@settings(max_examples=500, deadline=None)
+@given(frames)
+def test_handle_frame_never_raises_on_arbitrary_objects(frame):
+    client = make_client(streams={"C1"})
+    raw = json.dumps(frame)  # may contain NaN/Infinity, which Python's json accepts
+    reply, channel = handle_frame(client, raw)
+    check_reply(reply, channel)
+    if channel is not None:
+        assert frame.get("type") == "typing" and channel == "C1"
+
+
+@pytest.mark.parametrize("raw", [
+    "", "{", "[]", "null", "1", '"ping"', b"\xff", "[" * 100_000, '{"a":' * 100_000,
+    "9" * 5000,
+])
+def test_invalid_json_gets_error_without_reply_to(raw):
+    reply, channel = handle_frame(make_client(), raw)
+    assert channel is None
+    body = strict_loads(reply)
+    assert body == {"type": "error", "error": {"code": 1, "msg": "invalid json"}}
+
+
+@pytest.mark.parametrize("frame_id", [1, 42, "abc", 2**70])
+def test_ping_gets_pong_with_reply_to(frame_id):
+    raw = json.dumps({"type": "ping", "id": frame_id})
+    reply, channel = handle_frame(make_client(), raw)
+    assert channel is None
+    assert strict_loads(reply) == {"type": "pong", "reply_to": frame_id}
+
+
+def test_ping_echoes_time_and_accepts_bytes():
+    reply, _ = handle_frame(make_client(), b'{"type":"ping","id":3,"time":1700000000}')
+    assert strict_loads(reply) == {"type": "pong", "reply_to": 3, "time": 1700000000}
+
+
+@pytest.mark.parametrize("frame_id", [True, None, 1.5, [1], {"a": 1}])
+def test_ping_with_odd_id_has_null_reply_to(frame_id):
+    reply, _ = handle_frame(make_client(), json.dumps({"type": "ping", "id": frame_id}))
+    assert strict_loads(reply) == {"type": "pong", "reply_to": None}
+
+
+@pytest.mark.parametrize("raw", ['{"type":"ping","id":1,"time":NaN}',
+                                 '{"type":"ping","id":1,"time":Infinity}',
+                                 '{"type":"ping","id":1,"time":-Infinity}'])
+def test_non_json_constants_are_refused_as_invalid_json(raw):
+    # NaN/Infinity are not JSON; echoing them would make our reply unparseable for clients
+    reply, channel = handle_frame(make_client(), raw)
+    assert channel is None
+    assert strict_loads(reply) == {"type": "error", "error": {"code": 1, "msg": "invalid json"}}
+
+
+def test_pong_omits_a_time_that_overflows_to_infinity():
+    reply, channel = handle_frame(make_client(), '{"type":"ping","id":1,"time":1e400}')
+    assert channel is None
+    assert strict_loads(reply) == {"type": "pong", "reply_to": 1}
+
+
+def test_typing_in_a_channel_not_subscribed_is_an_error():
+    client = make_client(streams={"C1"})
+    reply, channel = handle_frame(client, json.dumps({"type": "typing", "id": 5,
+                                                      "channel": "C2"}))
+    assert channel is None
+    assert strict_loads(reply) == {"type": "error", "reply_to": 5, "ok": False,
+                                   "error": {"code": 3, "msg": "channel_not_found"}}
+
+
+@pytest.mark.parametrize("channel", [None, 1, ["C1"], {"id": "C1"}, ""])
+def test_typing_with_bad_channel_is_an_error(channel):
+    client = make_client(streams={"C1"})
+    reply, got = handle_frame(client, json.dumps({"type": "typing", "channel": channel}))
+    assert got is None
+    assert strict_loads(reply)["error"]["code"] == 3
+
+
+def test_typing_in_a_member_channel_returns_the_channel():
+    client = make_client(streams={"C1", "U1"})
+    assert handle_frame(client, '{"type":"typing","id":1,"channel":"C1"}') == (None, "C1")
+    assert handle_frame(client, b'{"type":"typing","channel":"C1"}') == (None, "C1")
+
+
+@pytest.mark.parametrize("kind", ["message", "pong", "", None, 3])
+def test_unsupported_types_get_error_code_2(kind):
+    reply, channel = handle_frame(make_client(), json.dumps({"type": kind, "id": 9}))
+    assert channel is None
+    assert strict_loads(reply) == {"type": "error", "reply_to": 9, "ok": False,
+                                   "error": {"code": 2, "msg": "unsupported message type"}}
+
+
+def test_goodbye_frame():
+    assert json.loads(GOODBYE) == {"type": "goodbye", "source": "gateway_server"}
+
+
+def test_push_queues_up_to_queue_size():
+    client = make_client(queue_size=4)
+    for i in range(4):
+        client.push(f"p{i}")
+    assert not client.kicked.is_set()
+    assert [client.receive.receive_nowait() for _ in range(4)] == ["p0", "p1", "p2", "p3"]
+    with pytest.raises(trio.WouldBlock):
+        client.receive.receive_nowait()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=64), st.integers(min_value=1, max_value=200))
+def test_slow_client_is_kicked_never_blocks_and_later_pushes_are_ignored(size, extra):
+    client = make_client(queue_size=size)
+    for i in range(size):
+        client.push(f"p{i}")
+    assert not client.kicked.is_set()
+    for i in range(extra):
+        client.push(f"x{i}")  # synchronous: cannot block
+    assert client.kicked.is_set()
+    assert client.kick_reason == "too slow"
+    queued = []
+    while True:
+        try:
+            queued.append(client.receive.receive_nowait())
+        except trio.WouldBlock:
+            break
+    assert queued == [f"p{i}" for i in range(size)]
+    client.push("after")  # room again, but the client is already kicked
+    with pytest.raises(trio.WouldBlock):
+        client.receive.receive_nowait()
+
+
+def test_first_kick_reason_wins():
+    client = make_client(queue_size=0)
+    client.kick("ring change")
+    client.push("x")
+    client.kick("too slow")
+    assert client.kick_reason == "ring change"
+
+
+def test_client_ids_are_unique():
+    assert len({make_client().id for _ in range(50)}) == 50
+
+
+async def test_writer_sends_queued_payloads_in_order():
+    sent: list[str] = []
+
+    class Socket:
+        async def send_message(self, payload: str) -> None:
+            sent.append(payload)
+
+    client = Client(ws=Socket(), user="U1", team="T1", queue_size=4)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.writer)
+        for i in range(10):
+            client.push(f"p{i}")
+            await trio.testing.wait_all_tasks_blocked()
+        await client.send.aclose()
+    assert sent == [f"p{i}" for i in range(10)]
+    assert not client.kicked.is_set()

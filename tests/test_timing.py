@@ -1,0 +1,106 @@
+"""Timeouts of the real-time tier's links, on trio's autojump clock (virtual time only).
+
+pytest-trio runs a test under the clock returned by the ``autojump_clock`` fixture
+(``trio.testing.MockClock(autojump_threshold=0)``), so waits complete instantly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from admin_server.links import ACK_TIMEOUT_S, CONNECT_WAIT_S, ChannelLink, LinkDown
+from gateway_server.upstream import SUBSCRIBE_TIMEOUT_S, Upstream
+
+
+class RecordingSocket:
+    """Stands in for a trio-websocket connection: records what is sent, never answers."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send_message(self, message: str) -> None:
+        self.sent.append(json.loads(message))
+
+
+async def test_link_send_raises_link_down_when_never_up(autojump_clock):
+    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x")
+    start = trio.current_time()
+    with pytest.raises(LinkDown):
+        await link.send(1, "C1", 1, {})
+    # it waited out the connect window on the virtual clock, not less
+    assert trio.current_time() - start >= CONNECT_WAIT_S
+    assert not link.up
+    assert link._slots == {}
+
+
+async def test_link_send_waits_for_the_link_to_come_up(autojump_clock):
+    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x")
+    ws = RecordingSocket()
+
+    async def come_up_then_ack() -> None:
+        await trio.sleep(CONNECT_WAIT_S / 2)
+        link._ws = ws
+        link._up.set()
+        await trio.testing.wait_all_tasks_blocked()
+        frame_id = ws.sent[-1]["id"]
+        slot = link._slots[frame_id]
+        slot.reply = {"type": "ack", "id": frame_id}
+        slot.done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(come_up_then_ack)
+        assert await link.send(3, "C1", 7, {"type": "message"}) == "ack"
+    (sent,) = ws.sent
+    assert sent == {"type": "event", "id": sent["id"], "epoch": 3, "stream": "C1", "seq": 7,
+                    "event": {"type": "message"}}
+    assert link._slots == {}
+
+
+async def test_link_send_raises_link_down_when_ack_never_comes(autojump_clock):
+    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x")
+    ws = RecordingSocket()
+    link._ws = ws
+    link._up.set()
+    start = trio.current_time()
+    with pytest.raises(LinkDown):
+        await link.send(1, "C1", 1, {})
+    assert trio.current_time() - start >= ACK_TIMEOUT_S
+    assert len(ws.sent) == 1
+    assert link._slots == {}  # the waiting slot is not leaked
+
+
+async def test_upstream_subscribe_raises_too_slow_when_never_connected(autojump_clock):
+    async def on_frame(upstream: Upstream, frame: dict[str, Any]) -> None:
+        raise AssertionError("no frames expected")
+
+    upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", wanted=set,
+                        on_frame=on_frame)
+    start = trio.current_time()
+    with pytest.raises(trio.TooSlowError):
+        await upstream.subscribe(["C1", "C2"], epoch=1)
+    assert trio.current_time() - start >= SUBSCRIBE_TIMEOUT_S
+    assert upstream.subscribed == set()
+
+
+async def test_upstream_subscribe_times_out_when_no_answer(autojump_clock):
+    async def on_frame(upstream: Upstream, frame: dict[str, Any]) -> None:
+        raise AssertionError("no frames expected")
+
+    upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", wanted=set,
+                        on_frame=on_frame)
+    ws = RecordingSocket()
+    upstream._ws = ws
+    upstream._up.set()
+    with pytest.raises(trio.TooSlowError):
+        await upstream.subscribe(["C2", "C1", "C1"], epoch=4)
+    assert ws.sent == [{"type": "subscribe", "id": ws.sent[0]["id"], "epoch": 4,
+                        "streams": ["C1", "C2"]}]
+    assert upstream.subscribed == set()
+    # like ChannelLink's slots, the waiter for the unanswered request must not outlive it
+    # (otherwise every timed-out subscribe on a live link leaks one entry until reconnect)
+    assert upstream._acks == {}
