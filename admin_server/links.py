@@ -28,8 +28,9 @@ class _Slot:
 
 
 class ChannelLink:
-    def __init__(self, name: str, url: str, sender: str) -> None:
+    def __init__(self, name: str, url: str, sender: str, secret: str) -> None:
         self.name = name
+        self.secret = secret
         self.url = url
         self.sender = sender
         self._ids = itertools.count(1)
@@ -52,13 +53,16 @@ class ChannelLink:
                         self.url, max_message_size=wire.MAX_FRAME_BYTES, connect_timeout=2
                     ) as ws:
                         await ws.send_message(wire.dumps(
-                            {"type": "hello", "role": "admin", "name": self.sender}))
+                            {"type": "hello", "role": "admin", "name": self.sender,
+                             "secret": self.secret}))
                         self._ws, backoff = ws, 0.05
                         self._up.set()
                         log.info("link to %s up", self.name)
                         await self._read(ws)
-                except (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError) as exc:
-                    log.warning("link to %s down: %s", self.name, type(exc).__name__)
+                except* (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError) as group:
+                    log.warning("link to %s down: %s", self.name, wire.names(group))
+                except* Exception:
+                    log.exception("link to %s failed; reconnecting", self.name)
                 finally:
                     self._ws = None
                     self._up = trio.Event()

@@ -46,7 +46,8 @@ class AdminServer:
                 self.links.pop(name).cancel.cancel()
         for name, url in members.items():
             if name not in self.links and self.nursery is not None:
-                link = self.links[name] = ChannelLink(name, url, self.name)
+                link = self.links[name] = ChannelLink(name, url, self.name,
+                                                          self.settings.internal_secret)
                 self.nursery.start_soon(link.run)
 
     async def forward(self, stream: str, seq: int, event: dict[str, Any]) -> bool:

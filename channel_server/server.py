@@ -73,6 +73,9 @@ class ChannelServer:
         try:
             ws = await request.accept()
             hello = wire.loads(await ws.get_message())
+            if not wire.secret_ok(hello, self.settings.internal_secret):
+                await ws.aclose(code=1008, reason="not allowed")
+                return
             role = wire.field(hello, "role", str)
             if role == "admin":
                 await self._admin_loop(ws)
@@ -80,11 +83,11 @@ class ChannelServer:
                 await self._gateway_loop(ws, wire.field(hello, "name", str)[:64])
             else:
                 await ws.aclose(code=1008, reason="unknown role")
-        except ConnectionClosed:
+        except* ConnectionClosed:
             pass
-        except wire.BadFrame as exc:
-            log.warning("closing link after bad frame: %s", exc)
-        except Exception:
+        except* wire.BadFrame as group:
+            log.warning("closing link after bad frame: %s", group.exceptions[0])
+        except* Exception:
             log.exception("link handler failed")
 
     async def _admin_loop(self, ws: WebSocketConnection) -> None:

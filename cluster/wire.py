@@ -15,6 +15,7 @@ the payload.
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -24,6 +25,18 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 class BadFrame(ValueError):
     """A frame that is not JSON, not an object, or lacks a field of the right type."""
+
+
+def names(group: BaseExceptionGroup) -> str:
+    """'ConnectionClosed, OSError': what a group of link errors held, for one log line."""
+    return ", ".join(sorted({type(e).__name__ for e in group.exceptions}))
+
+
+def secret_ok(hello: dict[str, Any], secret: str) -> bool:
+    """Internal links open with a hello carrying the cluster's shared secret."""
+    given = hello.get("secret")
+    return bool(secret) and isinstance(given, str) and hmac.compare_digest(
+        given.encode(), secret.encode())
 
 
 def dumps(frame: dict[str, Any]) -> str:

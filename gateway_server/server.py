@@ -64,7 +64,8 @@ class Gateway:
         for member, url in members.items():
             if member not in self.upstreams and self.nursery is not None:
                 up = self.upstreams[member] = Upstream(
-                    member, url, self.name, lambda m=member: self._wanted(m), self._on_frame)
+                    member, url, self.name, self.settings.internal_secret,
+                    lambda m=member: self._wanted(m), self._on_frame)
                 self.nursery.start_soon(up.run, lambda: self.watcher.ring.epoch)
         if self.nursery is not None:
             self.nursery.start_soon(self._rebalance)
@@ -185,9 +186,9 @@ class Gateway:
         """Per-client handler: every failure is contained to this one client."""
         try:
             await self._serve_client(request)
-        except ConnectionClosed:
+        except* ConnectionClosed:
             pass
-        except Exception:
+        except* Exception:
             log.exception("client handler failed")
 
     async def _serve_client(self, request: WebSocketRequest) -> None:

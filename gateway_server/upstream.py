@@ -20,9 +20,10 @@ FrameHandler = Callable[["Upstream", dict[str, Any]], Awaitable[None]]
 
 
 class Upstream:
-    def __init__(self, member: str, url: str, gateway: str, wanted: Callable[[], set[str]],
-                 on_frame: FrameHandler) -> None:
+    def __init__(self, member: str, url: str, gateway: str, secret: str,
+                 wanted: Callable[[], set[str]], on_frame: FrameHandler) -> None:
         self.member = member
+        self.secret = secret
         self.url = url
         self.gateway = gateway
         self.wanted = wanted  # the streams this member should serve us, under the current ring
@@ -42,15 +43,19 @@ class Upstream:
                     async with open_websocket_url(self.url, max_message_size=wire.MAX_FRAME_BYTES,
                                                   connect_timeout=2) as ws:
                         await ws.send_message(wire.dumps(
-                            {"type": "hello", "role": "gateway", "name": self.gateway}))
+                            {"type": "hello", "role": "gateway", "name": self.gateway,
+                             "secret": self.secret}))
                         self._ws, backoff = ws, 0.05
                         self._up.set()
                         log.info("upstream %s up", self.member)
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._resubscribe_all, epoch())
                             await self._read(ws)
-                except (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError) as exc:
-                    log.warning("upstream %s down: %s", self.member, type(exc).__name__)
+                # nurseries (ours and trio-websocket's) wrap errors in groups: match inside them
+                except* (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError) as group:
+                    log.warning("upstream %s down: %s", self.member, wire.names(group))
+                except* Exception:
+                    log.exception("upstream %s failed; reconnecting", self.member)
                 finally:
                     self._ws = None
                     self._up = trio.Event()
@@ -76,8 +81,11 @@ class Upstream:
                 if waiter is not None:
                     waiter[1].append(frame)
                     waiter[0].set()
-            else:
+                continue
+            try:
                 await self.on_frame(self, frame)
+            except wire.BadFrame as exc:
+                log.warning("bad %s frame from %s: %s", frame["type"], self.member, exc)
 
     async def subscribe(self, streams: Iterable[str], epoch: int) -> list[str]:
         """Subscribe and wait for the channel server's answer; returns streams it refused

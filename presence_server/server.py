@@ -46,10 +46,10 @@ class PresenceServer:
             if not isinstance(gateway, str) or not isinstance(users, dict) or len(
                 users
             ) > MAX_USERS_PER_REPORT or not all(
-                isinstance(u, str) and isinstance(c, int) and c >= 0 for u, c in users.items()
+                isinstance(u, str) and type(c) is int and c >= 0 for u, c in users.items()
             ):
                 raise ValueError
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
             return JSONResponse({"ok": False, "error": "invalid_arguments"}, status_code=400)
         self.state.sync(gateway, users, time.monotonic(), time.time())
         self._gauges()

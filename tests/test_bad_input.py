@@ -245,6 +245,14 @@ BODY_CASES: list[Case] = [
     ("json-deeply-nested-in-object", _raw_post(
         lambda c: b'{"channel":"' + c.general.encode() + b'","text":'
         + b"[" * 100_000 + b"]" * 100_000 + b"}", JSON), 200, "invalid_json"),
+    ("json-nan-text", _raw_post(
+        lambda c: b'{"channel":"' + c.general.encode() + b'","text":NaN}', JSON),
+     200, "invalid_json"),
+    ("json-infinity-text", _raw_post(
+        lambda c: b'{"channel":"' + c.general.encode() + b'","text":-Infinity}', JSON),
+     200, "invalid_json"),
+    ("api-test-lone-surrogate", lambda c: raw(c, "api.test", content=b'{"foo":"\\ud800"}',
+                                              headers=JSON), 200, "invalid_arguments"),
     ("form-bad-percent-utf8", _raw_post(
         lambda c: b"channel=" + c.general.encode() + b"&text=%ff%fe", FORM),
      200, "invalid_form_data"),
@@ -261,9 +269,9 @@ BODY_CASES: list[Case] = [
     ("unknown-method", lambda c: as_json(c, "chat.postMessagez",
                                          {"channel": c.general, "text": "hi"}, c.a["token"]),
      404, "unknown_method"),
-    ("unknown-method-get", lambda c: c.http.get(c.cluster.api + "no.suchMethod",
-                                                headers={"authorization":
-                                                         f"Bearer {c.a['token']}"}), 404, "unknown_method"),
+    ("unknown-method-get", lambda c: c.http.get(
+        c.cluster.api + "no.suchMethod", headers={"authorization": f"Bearer {c.a['token']}"}),
+     404, "unknown_method"),
 ]
 
 CREATE_CASES: list[Case] = [

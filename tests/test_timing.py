@@ -28,7 +28,7 @@ class RecordingSocket:
 
 
 async def test_link_send_raises_link_down_when_never_up(autojump_clock):
-    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x")
+    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x", "s3cret")
     start = trio.current_time()
     with pytest.raises(LinkDown):
         await link.send(1, "C1", 1, {})
@@ -39,7 +39,7 @@ async def test_link_send_raises_link_down_when_never_up(autojump_clock):
 
 
 async def test_link_send_waits_for_the_link_to_come_up(autojump_clock):
-    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x")
+    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x", "s3cret")
     ws = RecordingSocket()
 
     async def come_up_then_ack() -> None:
@@ -62,7 +62,7 @@ async def test_link_send_waits_for_the_link_to_come_up(autojump_clock):
 
 
 async def test_link_send_raises_link_down_when_ack_never_comes(autojump_clock):
-    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x")
+    link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x", "s3cret")
     ws = RecordingSocket()
     link._ws = ws
     link._up.set()
@@ -78,7 +78,7 @@ async def test_upstream_subscribe_raises_too_slow_when_never_connected(autojump_
     async def on_frame(upstream: Upstream, frame: dict[str, Any]) -> None:
         raise AssertionError("no frames expected")
 
-    upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", wanted=set,
+    upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", "s3cret", wanted=set,
                         on_frame=on_frame)
     start = trio.current_time()
     with pytest.raises(trio.TooSlowError):
@@ -91,7 +91,7 @@ async def test_upstream_subscribe_times_out_when_no_answer(autojump_clock):
     async def on_frame(upstream: Upstream, frame: dict[str, Any]) -> None:
         raise AssertionError("no frames expected")
 
-    upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", wanted=set,
+    upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", "s3cret", wanted=set,
                         on_frame=on_frame)
     ws = RecordingSocket()
     upstream._ws = ws

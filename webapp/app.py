@@ -19,7 +19,7 @@ from starlette.routing import Route
 from cluster.settings import Settings
 from webapp import internal
 from webapp.methods import METHODS
-from webapp.params import ApiError, Params, parse_body, read_body, token_from
+from webapp.params import ApiError, Params, parse_body, query_params, read_body, token_from
 from webapp.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,13 @@ async def api(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     name = request.path_params["method"]
     try:
-        params = dict(request.query_params)
-        if request.method == "POST":
-            body = await read_body(request, rt.settings.max_body_bytes)
-            params.update(parse_body(body, request.headers.get("content-type", "")))
         handler = METHODS.get(name)
         if handler is None:
             raise ApiError("unknown_method", status=404)
+        params = query_params(request.scope["query_string"])
+        if request.method == "POST":
+            body = await read_body(request, rt.settings.max_body_bytes)
+            params.update(parse_body(body, request.headers.get("content-type", "")))
         token = token_from(request, params)
         who = None
         if name not in NO_AUTH:

@@ -4,6 +4,7 @@ ticket redemption (gateways), event-log reads (channel servers repairing gaps) a
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,16 +13,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webapp import store
-from webapp.params import ApiError, Params, parse_body, read_body
+from webapp.params import ApiError, Params, parse_body, query_params, read_body
 from webapp.runtime import Runtime
 from webapp.shapes import channel_shape
 
+log = logging.getLogger(__name__)
 MAX_SEED_USERS = 10_000
 
 
 async def _params(request: Request, rt: Runtime) -> Params:
     body = await read_body(request, rt.settings.max_body_bytes)
-    return Params({**dict(request.query_params),
+    return Params({**query_params(request.scope["query_string"]),
                    **parse_body(body, request.headers.get("content-type", ""))})
 
 
@@ -74,6 +76,9 @@ def routes(guard: Callable[[Request], None], on_error: Callable[[ApiError], Resp
                 return reply({"ok": True, **await fn(rt, await _params(request, rt))})
             except ApiError as exc:
                 return on_error(exc)
+            except Exception:
+                log.exception("internal endpoint %s failed", request.url.path)
+                return on_error(ApiError("internal_error", status=500))
 
         return handle
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from cluster import ids
 from webapp import store
-from webapp.params import ApiError, Params
+from webapp.params import ApiError, Params, encodable
 from webapp.runtime import Runtime
 from webapp.shapes import channel_shape
 
@@ -46,7 +46,10 @@ async def visible_channel(rt: Runtime, who: store.Identity, channel_id: str) -> 
 
 @method("api.test")
 async def api_test(rt: Runtime, who: store.Identity, p: Params) -> dict[str, Any]:
-    return {"args": {k: v for k, v in p.raw.items() if k != "token"}}
+    args = {k: v for k, v in p.raw.items() if k != "token"}
+    if not encodable(args):
+        raise ApiError("invalid_arguments")
+    return {"args": args}
 
 
 @method("auth.test")
@@ -124,7 +127,7 @@ def _check_name(name: str | None) -> str:
 
 @method("conversations.create")
 async def conversations_create(rt: Runtime, who: store.Identity, p: Params) -> dict[str, Any]:
-    name = _check_name(p.text("name", max_len=200))
+    name = _check_name(p.text("name", max_len=100_000))
     private = p.flag("is_private")
     try:
         row, posted = await store.create_channel(rt.db, who.team_id, who.user_id, name,

@@ -46,8 +46,8 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     ctype = content_type.split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
-            doc = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+            doc = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ApiError("invalid_json") from exc
         if not isinstance(doc, dict):
             raise ApiError("invalid_json")
@@ -62,14 +62,39 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     raise ApiError("invalid_form_data")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def query_params(raw: bytes) -> dict[str, Any]:
+    """The query string, decoded strictly: bad UTF-8 is an error, not U+FFFD."""
+    try:
+        return dict(parse_qsl(raw.decode("ascii"), keep_blank_values=True,
+                              encoding="utf-8", errors="strict"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError("invalid_form_data") from exc
+
+
+def encodable(value: Any) -> bool:
+    """False for strings with lone surrogates (legal in JSON escapes, not in UTF-8)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError):
+        return False
+    return True
+
+
 def token_from(request: Request, params: dict[str, Any]) -> str | None:
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
+        token = header[7:].strip()
+        if len(token) > 256:
+            raise ApiError("invalid_auth")
+        return token or None
     token = params.get("token")
     if token is None or token == "":
         return None
-    if not isinstance(token, str):
+    if not isinstance(token, str) or not encodable(token) or len(token) > 256:
         raise ApiError("invalid_auth")
     return token
 
