@@ -7,7 +7,7 @@ import contextlib
 import hmac
 import json
 import logging
-import time
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,15 +37,9 @@ def error_response(exc: ApiError) -> Response:
 
 
 async def _rate_limit(rt: Runtime, user_id: str, method_name: str) -> None:
-    """Fixed one-minute window per user and method, counted in Redis."""
-    window = int(time.time() // 60)
-    key = rt.key("rl", user_id, method_name, str(window))
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 61)
-        count, _ = await pipe.execute()
-    if count > rt.settings.rate_limit_per_minute:
-        retry = max(1, 60 - int(time.time() % 60))
+    wait_ms = await rt.limiter.wait_ms(rt.key("rl", user_id, method_name))
+    if wait_ms > 0:
+        retry = max(1, math.ceil(wait_ms / 1000))
         raise ApiError("ratelimited", status=429, headers={"Retry-After": str(retry)})
 
 

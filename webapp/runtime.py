@@ -17,6 +17,7 @@ from cluster import registry
 from cluster.settings import Settings
 from webapp import store
 from webapp.db import Database
+from webapp.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class Runtime:
         self.db = Database(settings)
         self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        self.limiter = RateLimiter(self.redis, settings.rate_limit_per_minute)
         self._auth: dict[str, tuple[float, store.Identity]] = {}
         self._discovered: dict[str, tuple[float, dict[str, str]]] = {}
 
