@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
@@ -72,9 +71,8 @@ class AdminServer:
         return False
 
     async def notify(self, request: Request) -> Response:
-        given = request.headers.get("x-backchannel-internal", "").encode()
-        secret = self.settings.internal_secret.encode()
-        if not secret or not hmac.compare_digest(given, secret):
+        if not wire.secret_matches(request.headers.get("x-backchannel-internal"),
+                                      self.settings.internal_secret):
             return JSONResponse({"ok": False, "error": "not_allowed"}, status_code=403)
         try:
             body = await request.body()
@@ -111,8 +109,6 @@ def _parse_events(frame: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]
 
 async def main(settings: Settings, name: str, port: int, addr_file: Any = None, *,
                task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-    from ops.addrfile import write_addr
-
     watcher = service.RingWatcher(settings)
     admin = AdminServer(settings, name, watcher)
     async with trio.open_nursery() as nursery:
@@ -121,14 +117,5 @@ async def main(settings: Settings, name: str, port: int, addr_file: Any = None, 
         app = service.http_app("admin_server", admin.status,
                                [Route("/notify", admin.notify, methods=["POST"])])
         url = await nursery.start(service.serve_http, app, settings.bind_host, port)
-        await service.register(settings, "admin_server", name, url)
-        info = {"name": name, "role": "admin_server", "url": url, "http_url": url}
-        if addr_file:
-            write_addr(addr_file, info)
-        log.info("admin server %s listening at %s", name, url)
-        task_status.started(info)
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.move_on_after(settings.shutdown_grace_s, shield=True):
-                await service.unregister(settings, "admin_server", name)
+        await service.announce(settings, "admin_server", name, url, url, addr_file,
+                               task_status)

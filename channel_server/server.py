@@ -73,7 +73,7 @@ class ChannelServer:
         try:
             ws = await request.accept()
             hello = wire.loads(await ws.get_message())
-            if not wire.secret_ok(hello, self.settings.internal_secret):
+            if not wire.secret_matches(hello.get("secret"), self.settings.internal_secret):
                 await ws.aclose(code=1008, reason="not allowed")
                 return
             role = wire.field(hello, "role", str)
@@ -277,8 +277,6 @@ async def main(settings: Settings, name: str, port: int, http_port: int,
                task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
     from trio_websocket import serve_websocket
 
-    from ops.addrfile import write_addr
-
     watcher = service.RingWatcher(settings)
     server = ChannelServer(settings, name, watcher)
     async with httpx.AsyncClient(timeout=5.0) as http, trio.open_nursery() as nursery:
@@ -292,14 +290,5 @@ async def main(settings: Settings, name: str, port: int, http_port: int,
         http_url = await nursery.start(service.serve_http,
                                        service.http_app("channel_server", server.status),
                                        settings.bind_host, http_port)
-        await service.register(settings, "channel_server", name, url)
-        info = {"name": name, "role": "channel_server", "url": url, "http_url": http_url}
-        if addr_file:
-            write_addr(addr_file, info)
-        log.info("channel server %s listening port=%d", name, ws_server.port)
-        task_status.started(info)
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.move_on_after(settings.shutdown_grace_s, shield=True):
-                await service.unregister(settings, "channel_server", name)
+        await service.announce(settings, "channel_server", name, url, http_url, addr_file,
+                               task_status)

@@ -84,6 +84,26 @@ class Discovery:
         self._cache.pop(role, None)
 
 
+async def announce(settings: Settings, role: str, name: str, url: str, http_url: str,
+                   addr_file: Any, task_status: TaskStatus[dict[str, str]]) -> None:
+    """Once listening: register in Redis, write the address file, report started; then run
+    until cancelled and unregister first thing on the way out, so no new work is sent here
+    while connections drain."""
+    from ops.addrfile import write_addr
+
+    await register(settings, role, name, url)
+    info = {"name": name, "role": role, "url": url, "http_url": http_url}
+    if addr_file:
+        write_addr(addr_file, info)
+    log.info("%s %s listening at %s", role, name, url)
+    task_status.started(info)
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.move_on_after(settings.shutdown_grace_s, shield=True):
+            await unregister(settings, role, name)
+
+
 RingListener = Callable[[Ring, Ring], Awaitable[None]]
 
 

@@ -32,9 +32,8 @@ def names(group: BaseExceptionGroup) -> str:
     return ", ".join(sorted({type(e).__name__ for e in group.exceptions}))
 
 
-def secret_ok(hello: dict[str, Any], secret: str) -> bool:
-    """Internal links open with a hello carrying the cluster's shared secret."""
-    given = hello.get("secret")
+def secret_matches(given: str | None, secret: str) -> bool:
+    """Constant-time check of the cluster's shared secret; an unset secret matches nothing."""
     return bool(secret) and isinstance(given, str) and hmac.compare_digest(
         given.encode(), secret.encode())
 

@@ -260,8 +260,6 @@ class Gateway:
 async def main(settings: Settings, name: str, port: int, http_port: int,
                addr_file: Any = None, *,
                task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-    from ops.addrfile import write_addr
-
     watcher = service.RingWatcher(settings)
     async with httpx.AsyncClient(timeout=5.0) as http, trio.open_nursery() as nursery:
         gateway = Gateway(settings, name, watcher, http)
@@ -275,14 +273,5 @@ async def main(settings: Settings, name: str, port: int, http_port: int,
         http_url = await nursery.start(service.serve_http,
                                        service.http_app("gateway_server", gateway.status),
                                        settings.bind_host, http_port)
-        await service.register(settings, "gateway_server", name, url)
-        info = {"name": name, "role": "gateway_server", "url": url, "http_url": http_url}
-        if addr_file:
-            write_addr(addr_file, info)
-        log.info("gateway %s listening port=%d", name, ws_server.port)
-        task_status.started(info)
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.move_on_after(settings.shutdown_grace_s, shield=True):
-                await service.unregister(settings, "gateway_server", name)
+        await service.announce(settings, "gateway_server", name, url, http_url, addr_file,
+                               task_status)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -14,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cluster import service
+from cluster import service, wire
 from cluster.settings import Settings
 from presence_server.state import PresenceState
 
@@ -33,9 +32,8 @@ class PresenceServer:
         return {"gateways": len(self.state.gateways)}
 
     def _allowed(self, request: Request) -> bool:
-        given = request.headers.get("x-backchannel-internal", "").encode()
-        secret = self.settings.internal_secret.encode()
-        return bool(secret) and hmac.compare_digest(given, secret)
+        return wire.secret_matches(request.headers.get("x-backchannel-internal"),
+                                      self.settings.internal_secret)
 
     async def sync(self, request: Request) -> Response:
         if not self._allowed(request):
@@ -81,8 +79,6 @@ class PresenceServer:
 
 async def main(settings: Settings, name: str, port: int, addr_file: Any = None, *,
                task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-    from ops.addrfile import write_addr
-
     server = PresenceServer(settings)
     app = service.http_app("presence_server", server.status, [
         Route("/sync", server.sync, methods=["POST"]),
@@ -91,14 +87,5 @@ async def main(settings: Settings, name: str, port: int, addr_file: Any = None, 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.expire_loop)
         url = await nursery.start(service.serve_http, app, settings.bind_host, port)
-        await service.register(settings, "presence_server", name, url)
-        info = {"name": name, "role": "presence_server", "url": url, "http_url": url}
-        if addr_file:
-            write_addr(addr_file, info)
-        log.info("presence server %s listening at %s", name, url)
-        task_status.started(info)
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.move_on_after(settings.shutdown_grace_s, shield=True):
-                await service.unregister(settings, "presence_server", name)
+        await service.announce(settings, "presence_server", name, url, url, addr_file,
+                               task_status)

@@ -4,7 +4,6 @@ and the internal endpoints used by the real-time tier."""
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 import math
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cluster import wire
 from cluster.settings import Settings
 from webapp import internal
 from webapp.methods import METHODS
@@ -74,9 +74,8 @@ async def api(request: Request) -> Response:
 
 def require_internal(request: Request) -> None:
     rt: Runtime = request.app.state.rt
-    given = request.headers.get("x-backchannel-internal", "")
-    secret = rt.settings.internal_secret
-    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+    if not wire.secret_matches(request.headers.get("x-backchannel-internal"),
+                               rt.settings.internal_secret):
         raise ApiError("not_allowed", status=403)
 
 
