@@ -19,4 +19,5 @@ test: bootstrap
 	$(VENV)/pytest -q
 
 bench: bootstrap
-	@$(VENV)/backchannel bench --messages 200
+	@$(VENV)/backchannel bench --messages 200 --receivers 1
+	@$(VENV)/backchannel bench --messages 200 --receivers 100

@@ -176,6 +176,8 @@ def parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="post->receive latency and post throughput")
     bench.add_argument("--messages", type=int, default=200)
+    bench.add_argument("--receivers", type=int, default=1,
+                       help="RTM sockets (one user each) that must all receive every post")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(fn=_bench)
     return p
@@ -184,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
 def _bench(args: argparse.Namespace) -> int:
     from ops.bench import run
 
-    doc = run(_run_dir(args), args.messages)
+    doc = run(_run_dir(args), args.messages, args.receivers)
     lines = [f"{k}: {v}" for k, v in doc.items()]
     _print(doc, args.json, "\n".join(lines))
     return 0
