@@ -44,10 +44,16 @@ def _serve(args: argparse.Namespace) -> int:
         fn = partial(main, settings, args.name, args.port, addr)
 
     async def until_signal() -> None:
+        from cluster.service import unregister
+
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(fn)
                 async for _ in signals:
+                    # leave the registry before connections close: clients told `goodbye`
+                    # reconnect at once and must not be handed this process again
+                    with trio.move_on_after(settings.shutdown_grace_s):
+                        await unregister(settings, args.role, args.name)
                     nursery.cancel_scope.cancel()
                     break
 

@@ -208,7 +208,9 @@ async def conversations_history(rt: Runtime, who: store.Identity, p: Params) -> 
 
 @method("rtm.connect")
 async def rtm_connect(rt: Runtime, who: store.Identity, p: Params) -> dict[str, Any]:
-    gateways = list((await rt.services("gateway_server")).values())
+    # read fresh: a gateway that is shutting down leaves the registry before it says goodbye,
+    # and its clients come straight back here
+    gateways = list((await rt.services("gateway_server", fresh=True)).values())
     if not gateways:
         raise ApiError("internal_error")
     ticket = secrets.token_urlsafe(24)
