@@ -13,8 +13,8 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 from cluster import wire
 
 log = logging.getLogger(__name__)
-ACK_TIMEOUT_S = 5.0
-CONNECT_WAIT_S = 2.0
+ACK_TIMEOUT_S = 2.0
+CONNECT_WAIT_S = 0.5  # a link that is reconnecting gets this long; a dead one fails fast
 
 
 class LinkDown(Exception):

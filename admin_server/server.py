@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 FORWARDED = Counter("backchannel_admin_server_events_total", "Events forwarded", ["outcome"])
 LINKS_UP = Gauge("backchannel_admin_server_links_up", "Channel server links connected")
 MAX_EVENTS = 1000
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 2
 
 
 class AdminServer:

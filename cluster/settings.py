@@ -41,6 +41,7 @@ class Settings:
     rate_limit_per_minute: int = 6000
     auth_cache_ttl_s: float = 30.0
     notify_attempts: int = 5
+    notify_deadline_s: float = 3.0
     # real-time tier behaviour
     client_queue_size: int = 512
     link_queue_size: int = 4096

@@ -87,3 +87,57 @@ async def test_slow_client_is_disconnected_and_others_unaffected(small_queue_clu
             while True:
                 await slow.next()
     assert len([e for e in slow.seen if e.get("type") == "message"]) < len(sent)
+
+
+@pytest.fixture
+def two_channel_servers(tmp_path):
+    c = start_cluster(tmp_path, ops_cluster.Counts(channels=2, gateways=1))
+    try:
+        yield c
+    finally:
+        stop_cluster(c)
+
+
+def channels_owned(c, ws, count: int) -> dict[str, list[str]]:
+    """Create channels until each channel server owns one; returns owner -> channel ids."""
+    from slack_sdk import WebClient
+
+    from cluster.ring import Ring
+
+    ring = Ring(ops_cluster.read_ring(c.settings))
+    client = WebClient(token=ws["users"][0]["token"], base_url=c.api)
+    owned: dict[str, list[str]] = {}
+    i = 0
+    while len(owned) < count or min(map(len, owned.values())) < 1:
+        channel = client.conversations_create(name=f"room-{i}")["channel"]["id"]
+        owned.setdefault(ring.owner(channel), []).append(channel)
+        i += 1
+    return owned
+
+
+async def test_dead_channel_server_does_not_hold_up_posts_elsewhere(two_channel_servers):
+    import os
+    import signal
+
+    c = two_channel_servers
+    ws = c.seed(2)
+    owned = await trio.to_thread.run_sync(channels_owned, c, ws, 2)
+    victim = c.processes("channel_server")[0]
+    dead_room = owned[victim["name"]][0]
+    live_room = next(v[0] for k, v in owned.items() if k != victim["name"])
+    token = ws["users"][0]["token"]
+    async with httpx.AsyncClient(timeout=30) as http:
+        for room in (dead_room, live_room):
+            await http.post(c.api + "conversations.join", json={"channel": room},
+                            headers={"Authorization": f"Bearer {ws['users'][1]['token']}"})
+        async with rtm_session(c, ws["users"][1]["token"]) as rtm:
+            os.kill(victim["pid"], signal.SIGKILL)
+            # committed and acknowledged although its channel server is gone...
+            with trio.fail_after(15):
+                lost_live = await post(http, c, token, dead_room, "to the dead one")
+            # ...and the other channel server's rooms are unaffected
+            ok = await post(http, c, token, live_room, "to the live one")
+            await rtm.next({"type": "message", "ts": ok})
+        history = (await http.get(c.api + "conversations.history",
+                                  params={"channel": dead_room, "token": token})).json()
+    assert history["messages"][0]["ts"] == lost_live

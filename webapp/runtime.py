@@ -73,13 +73,20 @@ class Runtime:
         self._discovered.pop(role, None)
 
     async def notify(self, posted: Sequence[store.Posted]) -> bool:
-        """Hand committed events to an admin server; retries across admin servers.
-
-        The events are already durable, so a failure here delays delivery (channel servers
-        repair gaps from the event log) but never loses an acknowledged post.
-        """
+        """Hand committed events to an admin server, retrying across admin servers, for at
+        most ``notify_deadline_s``: the events are already durable, so a failure here delays
+        live delivery (channel servers repair gaps from the event log) but never loses an
+        acknowledged post, and a dead channel server cannot hold up the HTTP reply."""
         if not posted:
             return True
+        try:
+            async with asyncio.timeout(self.settings.notify_deadline_s):
+                return await self._notify(posted)
+        except TimeoutError:
+            log.error("admin notify timed out events=%d", len(posted))
+            return False
+
+    async def _notify(self, posted: Sequence[store.Posted]) -> bool:
         body = {"events": [{"stream": p.stream, "seq": p.seq, "event": p.event} for p in posted]}
         delay = 0.05
         for attempt in range(self.settings.notify_attempts):
