@@ -149,7 +149,7 @@ class Gateway:
                 if kind == "user_typing" and client.user == ref:
                     continue
                 client.push(payload)
-                DELIVERED.inc()
+            DELIVERED.inc(len(holders))
             if kind in JOIN_KINDS and ref:
                 for client in list(holders):
                     self._attach(client, {ref})

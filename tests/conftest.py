@@ -100,6 +100,18 @@ def stop_cluster(c: Cluster) -> None:
     _cleanup(c.settings)
 
 
+@contextlib.contextmanager
+def private_cluster(run_dir: Path, channels: int = 1, gateways: int = 1,
+                    **overrides: Any) -> Iterator[Cluster]:
+    """For tests that kill processes or need other settings than the shared cluster."""
+    c = start_cluster(run_dir, ops_cluster.Counts(channels=channels, gateways=gateways),
+                      **overrides)
+    try:
+        yield c
+    finally:
+        stop_cluster(c)
+
+
 class RtmSession:
     """A raw RTM WebSocket client: what an SDK does, with helpers to wait for events."""
 

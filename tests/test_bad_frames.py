@@ -23,8 +23,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from ops import cluster as ops_cluster
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.conftest import Cluster, private_cluster
 
 JSON = {"content-type": "application/json"}
 WRONG_SECRETS: list[dict[str, str]] = [
@@ -519,11 +518,8 @@ async def test_channel_servers_close_garbage_links_and_keep_serving(
 
 @pytest.fixture
 def fragile_cluster(tmp_path: Any) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path, ops_cluster.Counts(channels=2, gateways=1))
-    try:
+    with private_cluster(tmp_path, channels=2, gateways=1) as c:
         yield c
-    finally:
-        stop_cluster(c)
 
 
 async def test_gateway_survives_a_channel_server_crash(

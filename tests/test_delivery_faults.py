@@ -11,7 +11,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from ops import cluster as ops_cluster
-from tests.conftest import rtm_session, start_cluster, stop_cluster
+from tests.conftest import private_cluster, rtm_session
 from webapp import store
 from webapp.db import Database
 
@@ -57,12 +57,8 @@ async def test_lost_notification_is_repaired_from_event_log(cluster):
 
 @pytest.fixture
 def small_queue_cluster(tmp_path):
-    c = start_cluster(tmp_path, ops_cluster.Counts(channels=1, gateways=1),
-                      client_queue_size=4)
-    try:
+    with private_cluster(tmp_path, channels=1, gateways=1, client_queue_size=4) as c:
         yield c
-    finally:
-        stop_cluster(c)
 
 
 async def test_slow_client_is_disconnected_and_others_unaffected(small_queue_cluster):
@@ -91,11 +87,8 @@ async def test_slow_client_is_disconnected_and_others_unaffected(small_queue_clu
 
 @pytest.fixture
 def two_channel_servers(tmp_path):
-    c = start_cluster(tmp_path, ops_cluster.Counts(channels=2, gateways=1))
-    try:
+    with private_cluster(tmp_path, channels=2, gateways=1) as c:
         yield c
-    finally:
-        stop_cluster(c)
 
 
 def channels_owned(c, ws, count: int) -> dict[str, list[str]]:

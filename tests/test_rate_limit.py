@@ -8,20 +8,15 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from ops import cluster as ops_cluster
-from tests.conftest import start_cluster, stop_cluster
+from tests.conftest import private_cluster
 
 LIMIT = 5
 
 
 @pytest.fixture
 def limited_cluster(tmp_path):
-    c = start_cluster(tmp_path, ops_cluster.Counts(channels=1, gateways=1),
-                      rate_limit_per_minute=LIMIT)
-    try:
+    with private_cluster(tmp_path, channels=1, gateways=1, rate_limit_per_minute=LIMIT) as c:
         yield c
-    finally:
-        stop_cluster(c)
 
 
 def test_post_over_the_limit_is_429_with_retry_after(limited_cluster):

@@ -13,16 +13,13 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from ops import cluster as ops_cluster
-from tests.conftest import gateway_of, rtm_session, start_cluster, stop_cluster
+from tests.conftest import gateway_of, private_cluster, rtm_session
 
 
 @pytest.fixture
 def two_gateways(tmp_path):
-    c = start_cluster(tmp_path, ops_cluster.Counts(channels=1, gateways=2))
-    try:
+    with private_cluster(tmp_path, channels=1, gateways=2) as c:
         yield c
-    finally:
-        stop_cluster(c)
 
 
 async def test_stopped_gateway_says_goodbye_and_leaves_registry(two_gateways):
