@@ -36,11 +36,34 @@ def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, socket_timeout=5)
 
 
-async def register(settings: Settings, role: str, name: str, url: str) -> None:
-    client = redis_client(settings)
+async def register(settings: Settings, role: str, name: str, url: str,
+                   client: redis.Redis | None = None, **extra: Any) -> None:
+    """Write (or renew) this process's lease in the registry."""
+    own = client is None
+    client = client or redis_client(settings)
     key = registry.registry_key(settings.redis_prefix, role)
-    await anyio.to_thread.run_sync(client.hset, key, name, registry.entry(url))
-    client.close()
+    try:
+        await anyio.to_thread.run_sync(client.hset, key, name,
+                                       registry.entry(url, settings.lease_ttl_s, **extra))
+    finally:
+        if own:
+            client.close()
+
+
+async def hold_lease(settings: Settings, role: str, name: str, url: str,
+                     extra: Callable[[], dict[str, Any]] | None = None) -> None:
+    """Renew the lease every quarter TTL, forever. Rewriting the whole entry each time is
+    what makes a registry wiped by a Redis restart whole again within one heartbeat."""
+    client = redis_client(settings)
+    try:
+        while True:
+            await anyio.sleep(settings.lease_ttl_s / 4)
+            try:
+                await register(settings, role, name, url, client, **(extra() if extra else {}))
+            except redis.RedisError as exc:
+                log.warning("lease renewal failed: %s", type(exc).__name__)
+    finally:
+        client.close()
 
 
 async def unregister(settings: Settings, role: str, name: str) -> None:
@@ -58,7 +81,7 @@ class Discovery:
     """Registry lookups with a short cache and one Redis connection pool, so that a client
     connect or a presence report costs no Redis round trip in the common case."""
 
-    TTL_S = 2.0
+    TTL_S = 1.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -76,7 +99,7 @@ class Discovery:
         except redis.RedisError as exc:
             log.warning("registry read failed: %s", type(exc).__name__)
             return hit[1] if hit else {}
-        found = registry.urls(raw)
+        found = registry.urls(raw)  # live leases only
         self._cache[role] = (now + self.TTL_S, found)
         return found
 
@@ -85,20 +108,21 @@ class Discovery:
 
 
 async def announce(settings: Settings, role: str, name: str, url: str, http_url: str,
-                   addr_file: Any, task_status: TaskStatus[dict[str, str]]) -> None:
-    """Once listening: register in Redis, write the address file, report started; then run
-    until cancelled and unregister first thing on the way out, so no new work is sent here
-    while connections drain."""
+                   addr_file: Any, task_status: TaskStatus[dict[str, str]],
+                   extra: Callable[[], dict[str, Any]] | None = None) -> None:
+    """Once listening: take a lease in the registry, write the address file, report
+    started; then renew the lease until cancelled and unregister first thing on the way
+    out, so no new work is sent here while connections drain."""
     from ops.addrfile import write_addr
 
-    await register(settings, role, name, url)
+    await register(settings, role, name, url, **(extra() if extra else {}))
     info = {"name": name, "role": role, "url": url, "http_url": http_url}
     if addr_file:
         write_addr(addr_file, info)
     log.info("%s %s listening at %s", role, name, url)
     task_status.started(info)
     try:
-        await anyio.sleep_forever()
+        await hold_lease(settings, role, name, url, extra)
     finally:
         with anyio.move_on_after(settings.shutdown_grace_s, shield=True):
             await unregister(settings, role, name)

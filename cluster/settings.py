@@ -45,9 +45,12 @@ class Settings:
     # real-time tier behaviour
     client_queue_size: int = 512
     link_queue_size: int = 4096
-    ring_poll_interval_s: float = 1.0
+    ring_poll_interval_s: float = 0.25
+    lease_ttl_s: float = 1.5
     gap_wait_s: float = 0.5
-    recent_buffer_size: int = 200
+    head_check_interval_s: float = 1.0
+    recent_buffer_size: int = 1000
+    ring_manager_interval_s: float = 0.1
     presence_ttl_s: float = 30.0
     presence_report_interval_s: float = 10.0
     shutdown_grace_s: float = 5.0

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.ring import VNODES, Ring, RingConfig, moved
+from cluster.ring import VNODES, Member, Ring, RingConfig, moved
 
 KEYS = [f"C{i:08d}" for i in range(20_000)]
 SMALL_KEYS = KEYS[:3_000]
@@ -101,9 +101,15 @@ def test_moved_agrees_with_brute_force(a, b):
     assert moved(before, before, SMALL_KEYS) == []
 
 
+member_docs = st.builds(
+    lambda url, state, process: {"url": url, "state": state, "process": process},
+    st.text(max_size=40), st.sampled_from(["joining", "active", "draining"]),
+    st.text(min_size=1, max_size=20))
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.integers(min_value=0, max_value=2**53),
-       st.dictionaries(st.text(min_size=1, max_size=20), st.text(max_size=40), max_size=12))
+       st.dictionaries(st.text(min_size=1, max_size=20), member_docs, max_size=12))
 def test_ring_config_json_round_trip(epoch, members):
     config = RingConfig(epoch=epoch, members=members)
     raw = config.to_json()
@@ -112,6 +118,45 @@ def test_ring_config_json_round_trip(epoch, members):
     back = RingConfig.from_json(raw)
     assert back == config
     assert RingConfig.from_json(raw.encode("utf-8")) == config
+
+
+def test_old_ring_format_reads_as_active_members():
+    config = RingConfig.from_json('{"epoch": 3, "members": {"channel-1": "ws://a"}}')
+    assert config.members["channel-1"] == Member(url="ws://a", state="active",
+                                                 process="channel-1")
+
+
+def test_bad_member_state_is_refused():
+    with pytest.raises(ValueError):
+        RingConfig.from_json('{"epoch": 1, "members": {"c": {"url": "u", "state": "zombie"}}}')
+
+
+@settings(max_examples=25, deadline=None)
+@given(member_sets, st.data())
+def test_only_active_members_own_streams(names, data):
+    state = {n: data.draw(st.sampled_from(["joining", "active", "draining"])) for n in names}
+    config = RingConfig(1, {n: Member(f"ws://{n}", s) for n, s in state.items()})
+    active = {n for n, s in state.items() if s == "active"}
+    ring = Ring(config)
+    if not active:
+        with pytest.raises(LookupError):
+            ring.owner("C1")
+        return
+    # owners are exactly those of a ring made of the active members alone
+    alone = ring_of(active)
+    for key in SMALL_KEYS[:500]:
+        assert ring.owner(key) == alone.owner(key)
+
+
+def test_replacing_a_slots_process_moves_exactly_its_streams():
+    before = ring_of({"channel-1", "channel-2", "channel-3"})
+    after = Ring(before.config.with_member("channel-2", Member("ws://standby", "active",
+                                                               "standby-1")))
+    moved_keys = moved(before, after, SMALL_KEYS)
+    assert moved_keys == [k for k in SMALL_KEYS if before.owner(k) == "channel-2"]
+    assert all(after.process(k) == "standby-1" for k in moved_keys)
+    assert after.config.slot_of("standby-1") == "channel-2"
+    assert after.config.slot_of("channel-2") is None
 
 
 def test_ring_config_to_json_is_canonical():
@@ -130,7 +175,7 @@ def test_with_members_bumps_epoch_and_copies():
     config = RingConfig(4, {})
     nxt = config.with_members(members)
     assert nxt.epoch == 5
-    assert nxt.members == members
+    assert nxt.members == {"channel-1": Member("ws://127.0.0.1:1", "active", "channel-1")}
     members["channel-2"] = "ws://127.0.0.1:2"
     assert "channel-2" not in nxt.members  # not aliased to the caller's dict
     assert config.epoch == 4 and config.members == {}
@@ -156,6 +201,7 @@ def test_address_epoch_and_owners_grouping():
     ring = ring_of(names, epoch=9)
     assert ring.epoch == 9
     assert ring.address("channel-2") == "ws://channel-2:1"
+    assert ring.process("C1") == ring.owner("C1")  # a slot's process defaults to its name
     with pytest.raises(KeyError):
         ring.address("nope")
     keys = random.Random(5).sample(SMALL_KEYS, 500)

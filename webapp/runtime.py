@@ -22,7 +22,7 @@ from webapp.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 _AUTH_CACHE_MAX = 50_000
-_DISCOVERY_TTL_S = 2.0
+_DISCOVERY_TTL_S = 1.0
 
 
 class Runtime:

@@ -29,16 +29,34 @@ def serve(settings: Settings, name: str, port: int, addr_file: Path | None) -> N
     host, bound = sock.getsockname()[:2]
     url = f"http://{host}:{bound}"
 
+    key = registry.registry_key(settings.redis_prefix, "webapp")
+    lease: list[asyncio.Task] = []
+
+    async def renew() -> None:
+        # the lease is rewritten whole each time, so a Redis that lost its data has this
+        # webapp back in discovery within one heartbeat
+        while True:
+            await asyncio.sleep(settings.lease_ttl_s / 4)
+            try:
+                await rt_ref[0].redis.hset(key, name, registry.entry(url, settings.lease_ttl_s))
+            except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not end the lease loop
+                log.warning("lease renewal failed: %s", type(exc).__name__)
+
+    rt_ref: list[Runtime] = []
+
     async def on_ready(rt: Runtime) -> None:
-        await rt.redis.hset(registry.registry_key(settings.redis_prefix, "webapp"), name,
-                            registry.entry(url))
+        rt_ref.append(rt)
+        await rt.redis.hset(key, name, registry.entry(url, settings.lease_ttl_s))
+        lease.append(asyncio.create_task(renew()))
         if addr_file:
             write_addr(addr_file, {"name": name, "role": "webapp", "url": url, "http_url": url,
                                    "webapp_url": url + "/api/"})
         log.info("webapp %s listening port=%d", name, bound)
 
     async def on_stop(rt: Runtime) -> None:
-        await rt.redis.hdel(registry.registry_key(settings.redis_prefix, "webapp"), name)
+        for task in lease:
+            task.cancel()
+        await rt.redis.hdel(key, name)
 
     app = build_app(settings, on_ready=on_ready, on_stop=on_stop)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
