@@ -1,12 +1,20 @@
-"""Connection pools per database and the Vitess-style routing of a key to its shard."""
+"""Connection pools per database, the Vitess-style routing of a key to its shard, and the
+retrying transaction every write goes through."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
+import dataclasses
+import logging
+import random
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import aiomysql
+import pymysql
 
 from cluster import shards
 from cluster.settings import Settings
@@ -14,15 +22,59 @@ from cluster.settings import Settings
 # INSERT IGNORE and IF NOT EXISTS are how we make writes idempotent; their notes are noise
 warnings.filterwarnings("ignore", category=aiomysql.Warning)
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TxBody = Callable[[aiomysql.DictCursor], Awaitable[T]]
+
+ER_LOCK_WAIT_TIMEOUT = 1205
+ER_LOCK_DEADLOCK = 1213
+# InnoDB rolls the loser back (1213) or gives up waiting (1205): the transaction did nothing
+# and running it again is the documented remedy
+RETRYABLE = frozenset({ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK})
+# our transactions hold locks for milliseconds; the server default (50 s) would turn one stuck
+# lock into a request that outlives every client timeout, long before a retry could help
+LOCK_WAIT_TIMEOUT_S = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded attempts with exponential backoff and full jitter: two transactions that
+    deadlocked each other must not wake up in lockstep and collide again."""
+
+    attempts: int = 5
+    base_s: float = 0.01
+    cap_s: float = 0.2
+
+    def delay(self, attempt: int) -> float:
+        """Pause after failed attempt number ``attempt`` (1-based)."""
+        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
+
+
+def error_code(exc: BaseException) -> int | None:
+    if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return error_code(exc) in RETRYABLE
+
 
 class Database:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, retry: RetryPolicy | None = None,
+                 lock_wait_timeout_s: int = LOCK_WAIT_TIMEOUT_S) -> None:
         shards.validate_shards(settings.chat_shards)
         self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self.lock_wait_timeout_s = lock_wait_timeout_s
+        # error code -> how many attempts it cost; read by tests and worth a metric later
+        self.retries: collections.Counter[int] = collections.Counter()
         self._pools: dict[str, aiomysql.Pool] = {}
 
     async def open(self) -> None:
         names = ["directory"] + list(self.settings.chat_shards)
+        wait_s = int(self.lock_wait_timeout_s)
         for name in names:
             keyspace, shard = ("directory", None) if name == "directory" else ("chat", name)
             self._pools[name] = await aiomysql.create_pool(
@@ -31,6 +83,7 @@ class Database:
                 db=self.settings.db_name(keyspace, shard), autocommit=True,
                 charset="utf8mb4", minsize=1, maxsize=self.settings.db_pool_size,
                 pool_recycle=3600,
+                init_command=f"SET SESSION innodb_lock_wait_timeout={wait_s:d}",
             )
 
     async def close(self) -> None:
@@ -44,6 +97,7 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def directory(self) -> AsyncIterator[aiomysql.DictCursor]:
+        """An autocommit cursor on the directory keyspace: for reads."""
         async with self._pools["directory"].acquire() as conn, conn.cursor(
             aiomysql.DictCursor
         ) as cur:
@@ -51,21 +105,57 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def chat(self, key: str) -> AsyncIterator[aiomysql.DictCursor]:
-        """A cursor on the shard that owns ``key`` (channel id or user id), autocommit."""
+        """An autocommit cursor on the shard that owns ``key`` (channel or user id): reads."""
         async with self._pools[self.shard_of(key)].acquire() as conn, conn.cursor(
             aiomysql.DictCursor
         ) as cur:
             yield cur
 
-    @contextlib.asynccontextmanager
-    async def chat_tx(self, key: str) -> AsyncIterator[aiomysql.DictCursor]:
-        """A single-shard transaction: committed on exit, rolled back on any exception."""
-        async with self._pools[self.shard_of(key)].acquire() as conn:
+    async def transact(self, key: str, fn: TxBody[T]) -> T:
+        """Run ``fn(cur)`` as one transaction on the shard that owns ``key``; see _transact."""
+        return await self._transact(self.shard_of(key), fn)
+
+    async def transact_directory(self, fn: TxBody[T]) -> T:
+        """Run ``fn(cur)`` as one transaction on the directory keyspace; see _transact."""
+        return await self._transact("directory", fn)
+
+    async def _transact(self, pool: str, fn: TxBody[T]) -> T:
+        """Commit on success, roll back on any exception, and run the WHOLE of ``fn`` again
+        after a deadlock or lock-wait timeout, up to ``retry.attempts`` times. ``fn`` must
+        therefore have no effect outside the transaction: what it returns is taken from the
+        attempt that committed only."""
+        attempt = 1
+        while True:
+            try:
+                return await self._once(self._pools[pool], fn)
+            except pymysql.err.MySQLError as exc:
+                code = error_code(exc)
+                if code not in RETRYABLE or attempt >= self.retry.attempts:
+                    raise
+                self.retries[code] += 1
+                log.warning("db retry pool=%s code=%s attempt=%d/%d", pool, code, attempt,
+                            self.retry.attempts)
+            await asyncio.sleep(self.retry.delay(attempt))
+            attempt += 1
+
+    @staticmethod
+    async def _once(pool: aiomysql.Pool, fn: TxBody[T]) -> T:
+        async with pool.acquire() as conn:
             await conn.begin()
             try:
                 async with conn.cursor(aiomysql.DictCursor) as cur:
-                    yield cur
+                    result = await fn(cur)
                 await conn.commit()
             except BaseException:
-                await conn.rollback()
+                await _rollback(conn)
                 raise
+            return result
+
+
+async def _rollback(conn: aiomysql.Connection) -> None:
+    """Roll back without masking the error that got us here; a connection that cannot even
+    roll back is closed, so the pool never hands out one stuck in a transaction."""
+    try:
+        await conn.rollback()
+    except Exception:  # noqa: BLE001 - the caller re-raises the original error
+        conn.close()

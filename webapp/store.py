@@ -1,12 +1,18 @@
-"""Reads and writes of the data model. Every write that produces a real-time event goes
-through :func:`append_event` inside a single-shard transaction, so an event exists (with its
-seq and ts) exactly when the change it describes is committed.
+"""Reads and writes of the data model. Every write is a function of a cursor that
+:meth:`Database.transact` runs as one single-shard transaction and runs again, whole, after a
+deadlock; every write that produces a real-time event goes through :func:`append_event` inside
+it, so an event exists (with its seq and ts) exactly when the change it describes is committed.
+
+Lock order: a transaction that writes a stream's rows (channel or personal stream) X-locks
+that stream's ``stream_seq`` row first. Every row it then writes is keyed by that stream, so
+writers of one stream queue on one lock instead of meeting halfway in opposite order.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +20,10 @@ import aiomysql
 
 from cluster import ids
 from webapp.db import Database
+
+log = logging.getLogger(__name__)
+
+Shape = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +50,23 @@ class Conflict(Exception):
     """A uniqueness rule was hit (e.g. a channel name already taken)."""
 
 
+async def lock_stream(cur: aiomysql.DictCursor, stream: str) -> tuple[int, int]:
+    """X-lock the stream's allocator row, creating it if missing; returns (seq, last_ts_us).
+
+    ON DUPLICATE KEY UPDATE takes the exclusive lock at once. The former INSERT IGNORE took a
+    shared lock on the existing row, and two transactions holding it both deadlocked when
+    SELECT ... FOR UPDATE tried to upgrade it.
+    """
+    await cur.execute(
+        "INSERT INTO stream_seq VALUES (%s, 0, 0) ON DUPLICATE KEY UPDATE seq=seq", (stream,)
+    )
+    await cur.execute(
+        "SELECT seq, last_ts_us FROM stream_seq WHERE stream_id=%s FOR UPDATE", (stream,)
+    )
+    row = await cur.fetchone()
+    return row["seq"], row["last_ts_us"]
+
+
 async def append_event(
     cur: aiomysql.DictCursor, stream: str, build: Callable[[str], dict[str, Any]]
 ) -> tuple[Posted, int]:
@@ -48,12 +75,8 @@ async def append_event(
     Must run inside a transaction on the stream's shard: the row lock on stream_seq is what
     makes seq gap-free and ts strictly increasing under concurrent writers.
     """
-    await cur.execute("INSERT IGNORE INTO stream_seq VALUES (%s, 0, 0)", (stream,))
-    await cur.execute(
-        "SELECT seq, last_ts_us FROM stream_seq WHERE stream_id=%s FOR UPDATE", (stream,)
-    )
-    row = await cur.fetchone()
-    return await _append_locked(cur, stream, row["seq"], row["last_ts_us"], build)
+    seq, last_ts_us = await lock_stream(cur, stream)
+    return await _append_locked(cur, stream, seq, last_ts_us, build)
 
 
 async def _append_locked(
@@ -78,11 +101,14 @@ async def _append_locked(
 
 async def create_team(db: Database, name: str, domain: str) -> dict[str, Any]:
     team = {"id": ids.new_id("T"), "name": name, "domain": domain}
-    async with db.directory() as cur:
+
+    async def insert(cur: aiomysql.DictCursor) -> None:
         await cur.execute(
             "INSERT INTO teams (id, name, domain, created) VALUES (%s, %s, %s, %s)",
             (team["id"], name, domain, ids.now_us() // 1_000_000),
         )
+
+    await db.transact_directory(insert)
     return team
 
 
@@ -94,24 +120,20 @@ async def create_user(
             "bot_id": ids.new_id("B") if is_bot else None}
     token = ids.new_token("xoxb" if is_bot else "xoxp")
     created = ids.now_us() // 1_000_000
-    async with db.directory() as cur:
-        await cur.execute("BEGIN")
-        try:
-            await cur.execute(
-                "INSERT INTO users (id, team_id, name, real_name, is_bot, bot_id, created) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (user["id"], team_id, name, name, int(is_bot), user["bot_id"], created),
-            )
-            await cur.execute(
-                "INSERT INTO tokens (token_hash, user_id, team_id, kind, created) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (ids.hash_token(token), user["id"], team_id, "bot" if is_bot else "user",
-                 created),
-            )
-            await cur.execute("COMMIT")
-        except BaseException:
-            await cur.execute("ROLLBACK")
-            raise
+
+    async def insert(cur: aiomysql.DictCursor) -> None:
+        await cur.execute(
+            "INSERT INTO users (id, team_id, name, real_name, is_bot, bot_id, created) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (user["id"], team_id, name, name, int(is_bot), user["bot_id"], created),
+        )
+        await cur.execute(
+            "INSERT INTO tokens (token_hash, user_id, team_id, kind, created) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (ids.hash_token(token), user["id"], team_id, "bot" if is_bot else "user", created),
+        )
+
+    await db.transact_directory(insert)
     return user, token
 
 
@@ -164,68 +186,141 @@ async def user_channels(db: Database, user_id: str) -> list[str]:
 
 
 async def create_channel(
-    db: Database, team_id: str, creator: str, name: str, is_private: bool,
-    shape: Callable[[dict[str, Any]], dict[str, Any]],
+    db: Database, team_id: str, creator: str, name: str, is_private: bool, shape: Shape,
 ) -> tuple[dict[str, Any], list[Posted]]:
-    """Reserve the name (directory), create the channel on its shard, add the creator."""
+    """Reserve the name (directory), create the channel with its creator as a member (its
+    shard), then write the creator's lookup row (the creator's shard). Each step is its own
+    retried transaction, and a step that still fails undoes the ones before it: a name is
+    never left taken without a channel its creator is in."""
     channel_id = ids.new_id("G" if is_private else "C")
-    async with db.directory() as cur:
-        try:
-            await cur.execute(
-                "INSERT INTO channel_names (team_id, name, channel_id) VALUES (%s, %s, %s)",
-                (team_id, name, channel_id),
-            )
-        except aiomysql.IntegrityError as exc:
-            raise Conflict("name_taken") from exc
     row = {"id": channel_id, "team_id": team_id, "name": name, "is_private": int(is_private),
            "is_archived": 0, "creator": creator, "created": ids.now_us() // 1_000_000}
+    await _reserve_name(db, row)
     try:
-        async with db.chat_tx(channel_id) as cur:
-            await cur.execute(
-                "INSERT INTO channels (id, team_id, name, is_private, is_archived, creator, "
-                "created) VALUES (%(id)s, %(team_id)s, %(name)s, %(is_private)s, "
-                "%(is_archived)s, %(creator)s, %(created)s)", row,
-            )
-            await cur.execute("INSERT INTO stream_seq VALUES (%s, 0, 0)", (channel_id,))
+        joined = await db.transact(channel_id, lambda cur: _insert_channel(cur, row))
     except BaseException:
-        # the name reservation is in another keyspace: undo it by hand
-        async with db.directory() as cur:
-            await cur.execute("DELETE FROM channel_names WHERE team_id=%s AND name=%s",
-                              (team_id, name))
+        await _abandon_channel(db, row, created=False)
         raise
-    posted = await join_channel(db, row, creator, shape)
-    return row, posted
+    try:
+        personal = await db.transact(creator, lambda cur: _link_member(cur, row, creator,
+                                                                         shape))
+    except BaseException:
+        await _abandon_channel(db, row, created=True)
+        raise
+    return row, [p for p in (joined, personal) if p is not None]
+
+
+async def _reserve_name(db: Database, row: dict[str, Any]) -> None:
+    async def insert(cur: aiomysql.DictCursor) -> None:
+        await cur.execute(
+            "INSERT INTO channel_names (team_id, name, channel_id) VALUES (%s, %s, %s)",
+            (row["team_id"], row["name"], row["id"]),
+        )
+
+    try:
+        await db.transact_directory(insert)
+    except aiomysql.IntegrityError as exc:
+        raise Conflict("name_taken") from exc
+
+
+async def _insert_channel(cur: aiomysql.DictCursor, row: dict[str, Any]) -> Posted:
+    """The channel, its stream and its creator's membership appear together or not at all."""
+    await cur.execute("INSERT INTO stream_seq VALUES (%s, 0, 0)", (row["id"],))
+    await cur.execute(
+        "INSERT INTO channels (id, team_id, name, is_private, is_archived, creator, "
+        "created) VALUES (%(id)s, %(team_id)s, %(name)s, %(is_private)s, "
+        "%(is_archived)s, %(creator)s, %(created)s)", row,
+    )
+    posted = await _insert_member(cur, row, row["creator"], 0, 0)
+    assert posted is not None  # a brand-new channel has no members yet
+    return posted
+
+
+async def _abandon_channel(db: Database, row: dict[str, Any], *, created: bool) -> None:
+    """Undo a create that failed part-way. Nobody has been told the channel id yet, so its
+    rows can go; the name goes last, so it is never free while a channel still claims it,
+    and stays reserved if the channel could not be removed."""
+    try:
+        if created:
+            await db.transact(row["id"], lambda cur: _delete_channel_rows(cur, row["id"]))
+
+        async def release(cur: aiomysql.DictCursor) -> None:
+            await cur.execute(
+                "DELETE FROM channel_names WHERE team_id=%s AND name=%s AND channel_id=%s",
+                (row["team_id"], row["name"], row["id"]),
+            )
+
+        await db.transact_directory(release)
+    except Exception:
+        log.exception("could not undo the create of channel %s (%s)", row["id"], row["name"])
+
+
+async def _delete_channel_rows(cur: aiomysql.DictCursor, channel_id: str) -> None:
+    await cur.execute("SELECT 1 FROM stream_seq WHERE stream_id=%s FOR UPDATE", (channel_id,))
+    for table, column in (("events", "stream_id"), ("channel_members", "channel_id"),
+                          ("messages", "channel_id"), ("channels", "id"),
+                          ("stream_seq", "stream_id")):
+        await cur.execute(f"DELETE FROM {table} WHERE {column}=%s", (channel_id,))
 
 
 async def join_channel(
-    db: Database, channel: dict[str, Any], user_id: str,
-    shape: Callable[[dict[str, Any]], dict[str, Any]],
+    db: Database, channel: dict[str, Any], user_id: str, shape: Shape,
 ) -> list[Posted]:
-    """Add a member; returns the events to deliver (none if already a member)."""
+    """Add a member; returns the events to deliver (none if already a member).
+
+    The membership (channel's shard) is the source of truth and is written first; the lookup
+    row (user's shard) follows in its own transaction. If that one failed before, calling
+    join again repairs it, and only then announces the join on the user's personal stream,
+    so the user's gateway subscribes to the channel even on a retried call.
+    """
     channel_id = channel["id"]
-    async with db.chat_tx(channel_id) as cur:
-        await cur.execute(
-            "INSERT IGNORE INTO channel_members (channel_id, user_id, joined) "
-            "VALUES (%s, %s, %s)", (channel_id, user_id, ids.now_us() // 1_000_000),
-        )
-        if cur.rowcount == 0:
-            return []
-        joined, _ = await append_event(cur, channel_id, lambda ts: {
-            "type": "member_joined_channel", "user": user_id, "channel": channel_id,
-            "channel_type": "G" if channel["is_private"] else "C", "team": channel["team_id"],
-            "event_ts": ts,
-        })
-    # the lookup vindex row lives on the user's shard: written after the source of truth
-    async with db.chat_tx(user_id) as cur:
-        await cur.execute(
-            "INSERT IGNORE INTO user_channels (user_id, channel_id) VALUES (%s, %s)",
-            (user_id, channel_id),
-        )
-        kind = "group_joined" if channel["is_private"] else "channel_joined"
-        personal, _ = await append_event(cur, user_id, lambda ts: {
-            "type": kind, "channel": shape(channel), "event_ts": ts,
-        })
-    return [joined, personal]
+
+    async def add(cur: aiomysql.DictCursor) -> Posted | None:
+        seq, last_ts_us = await lock_stream(cur, channel_id)
+        return await _insert_member(cur, channel, user_id, seq, last_ts_us)
+
+    joined = await db.transact(channel_id, add)
+    personal = await db.transact(user_id, lambda cur: _link_member(cur, channel, user_id,
+                                                                     shape))
+    return [p for p in (joined, personal) if p is not None]
+
+
+async def _insert_member(
+    cur: aiomysql.DictCursor, channel: dict[str, Any], user_id: str, seq: int, last_ts_us: int,
+) -> Posted | None:
+    """Membership row plus member_joined_channel; the channel's stream must be locked."""
+    channel_id = channel["id"]
+    await cur.execute(
+        "INSERT IGNORE INTO channel_members (channel_id, user_id, joined) "
+        "VALUES (%s, %s, %s)", (channel_id, user_id, ids.now_us() // 1_000_000),
+    )
+    if cur.rowcount == 0:
+        return None
+    posted, _ = await _append_locked(cur, channel_id, seq, last_ts_us, lambda ts: {
+        "type": "member_joined_channel", "user": user_id, "channel": channel_id,
+        "channel_type": "G" if channel["is_private"] else "C", "team": channel["team_id"],
+        "event_ts": ts,
+    })
+    return posted
+
+
+async def _link_member(
+    cur: aiomysql.DictCursor, channel: dict[str, Any], user_id: str, shape: Shape,
+) -> Posted | None:
+    """The lookup vindex row on the user's shard, plus channel_joined on the personal stream
+    when the row is new (the event is what makes a live gateway subscribe)."""
+    seq, last_ts_us = await lock_stream(cur, user_id)
+    await cur.execute(
+        "INSERT IGNORE INTO user_channels (user_id, channel_id) VALUES (%s, %s)",
+        (user_id, channel["id"]),
+    )
+    if cur.rowcount == 0:
+        return None
+    kind = "group_joined" if channel["is_private"] else "channel_joined"
+    posted, _ = await _append_locked(cur, user_id, seq, last_ts_us, lambda ts: {
+        "type": kind, "channel": shape(channel), "event_ts": ts,
+    })
+    return posted
 
 
 # --- messages --------------------------------------------------------------------------
@@ -242,30 +337,9 @@ async def post_message(
     thread_ts_us: int | None, client_msg_id: str | None,
 ) -> tuple[Posted, dict[str, Any]]:
     """One single-shard transaction: check, allocate seq+ts, insert message and event."""
-    async with db.chat_tx(channel_id) as cur:
-        await cur.execute(
-            "SELECT c.team_id, c.is_private, c.is_archived, s.seq, s.last_ts_us, "
-            "EXISTS(SELECT 1 FROM channel_members m WHERE m.channel_id=c.id "
-            "AND m.user_id=%s) AS member FROM channels c "
-            "JOIN stream_seq s ON s.stream_id=c.id WHERE c.id=%s FOR UPDATE",
-            (who.user_id, channel_id),
-        )
-        row = await cur.fetchone()
-        if row is None or row["team_id"] != who.team_id or (
-            row["is_private"] and not row["member"]
-        ):
-            raise PostRefused("channel_not_found")
-        if row["is_archived"]:
-            raise PostRefused("is_archived")
-        if not row["member"]:
-            raise PostRefused("not_in_channel")
-        if thread_ts_us is not None:
-            await cur.execute(
-                "SELECT 1 FROM messages WHERE channel_id=%s AND ts_us=%s",
-                (channel_id, thread_ts_us),
-            )
-            if await cur.fetchone() is None:
-                raise PostRefused("thread_not_found")
+
+    async def post(cur: aiomysql.DictCursor) -> tuple[Posted, int]:
+        row = await _lock_for_post(cur, channel_id, who, thread_ts_us)
 
         def build(ts: str) -> dict[str, Any]:
             msg = message_shape(who, text, ts, thread_ts_us, client_msg_id)
@@ -279,7 +353,40 @@ async def post_message(
             (channel_id, ts_us, posted.seq, who.user_id, who.bot_id, text, thread_ts_us,
              client_msg_id),
         )
+        return posted, ts_us
+
+    posted, ts_us = await db.transact(channel_id, post)
     return posted, message_shape(who, text, ids.format_ts(ts_us), thread_ts_us, client_msg_id)
+
+
+async def _lock_for_post(
+    cur: aiomysql.DictCursor, channel_id: str, who: Identity, thread_ts_us: int | None,
+) -> dict[str, Any]:
+    """Lock the channel's stream and check the poster may write there; raises PostRefused."""
+    await cur.execute(
+        "SELECT c.team_id, c.is_private, c.is_archived, s.seq, s.last_ts_us, "
+        "EXISTS(SELECT 1 FROM channel_members m WHERE m.channel_id=c.id "
+        "AND m.user_id=%s) AS member FROM channels c "
+        "JOIN stream_seq s ON s.stream_id=c.id WHERE c.id=%s FOR UPDATE",
+        (who.user_id, channel_id),
+    )
+    row = await cur.fetchone()
+    if row is None or row["team_id"] != who.team_id or (
+        row["is_private"] and not row["member"]
+    ):
+        raise PostRefused("channel_not_found")
+    if row["is_archived"]:
+        raise PostRefused("is_archived")
+    if not row["member"]:
+        raise PostRefused("not_in_channel")
+    if thread_ts_us is not None:
+        await cur.execute(
+            "SELECT 1 FROM messages WHERE channel_id=%s AND ts_us=%s",
+            (channel_id, thread_ts_us),
+        )
+        if await cur.fetchone() is None:
+            raise PostRefused("thread_not_found")
+    return row
 
 
 def message_shape(
@@ -333,3 +440,20 @@ async def events_after(db: Database, stream: str, after_seq: int, limit: int) ->
         )
         return [{"seq": r["seq"], "event": json.loads(r["payload"])}
                 for r in await cur.fetchall()]
+
+
+async def stream_heads(db: Database, streams: list[str]) -> dict[str, int]:
+    """The last committed seq of each stream (0 for a stream with no events yet): one query
+    per shard touched, so a channel server learns the positions of many streams at once."""
+    by_shard: dict[str, list[str]] = {}
+    for stream in streams:
+        by_shard.setdefault(db.shard_of(stream), []).append(stream)
+    heads = dict.fromkeys(streams, 0)
+    for group in by_shard.values():
+        async with db.chat(group[0]) as cur:
+            marks = ",".join(["%s"] * len(group))
+            await cur.execute(
+                f"SELECT stream_id, seq FROM stream_seq WHERE stream_id IN ({marks})", group)
+            for row in await cur.fetchall():
+                heads[row["stream_id"]] = int(row["seq"])
+    return heads
