@@ -19,6 +19,7 @@ from webapp.shapes import channel_shape
 
 log = logging.getLogger(__name__)
 MAX_SEED_USERS = 10_000
+MAX_HEADS = 5_000
 
 
 async def _params(request: Request, rt: Runtime) -> Params:
@@ -43,6 +44,19 @@ async def events(rt: Runtime, p: Params) -> dict[str, Any]:
     after = p.integer("after_seq", 0, 0, 2**62)
     limit = p.integer("limit", 100, 1, 1000)
     return {"events": await store.events_after(rt.db, stream, after, limit)}
+
+
+async def heads(rt: Runtime, p: Params) -> dict[str, Any]:
+    """Positions of many streams at once: a channel server taking streams over learns where
+    each stands, and checks periodically that no last event on a quiet stream went missing."""
+    raw = p.raw.get("streams")
+    if isinstance(raw, str):
+        raw = [s for s in raw.split(",") if s]
+    if not isinstance(raw, list) or len(raw) > MAX_HEADS or not all(
+        isinstance(s, str) and 0 < len(s) <= 32 for s in raw
+    ):
+        raise ApiError("invalid_arguments")
+    return {"heads": await store.stream_heads(rt.db, list(dict.fromkeys(raw)))}
 
 
 async def seed(rt: Runtime, p: Params) -> dict[str, Any]:
@@ -86,4 +100,5 @@ def routes(guard: Callable[[Request], None], on_error: Callable[[ApiError], Resp
         Route("/internal/rtm.redeem", endpoint(redeem), methods=["POST"]),
         Route("/internal/events", endpoint(events), methods=["GET", "POST"]),
         Route("/internal/seed", endpoint(seed), methods=["POST"]),
+        Route("/internal/heads", endpoint(heads), methods=["POST"]),
     ]
