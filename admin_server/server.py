@@ -39,7 +39,7 @@ class AdminServer:
                 "links": {n: link.up for n, link in self.links.items()}}
 
     async def _on_ring_change(self, before: Ring, after: Ring) -> None:
-        members = after.config.members
+        members = after.config.urls()
         for name in list(self.links):
             if name not in members or self.links[name].url != members[name]:
                 self.links.pop(name).cancel.cancel()
@@ -53,7 +53,11 @@ class AdminServer:
         """Deliver one event to its owner; on "moved" re-read the ring and try again."""
         for _ in range(MAX_ATTEMPTS):
             ring = self.watcher.ring
-            link = self.links.get(ring.owner(stream))
+            try:
+                link = self.links.get(ring.owner(stream))
+            except LookupError:
+                await self.watcher.refresh()
+                continue
             if link is None:
                 await self.watcher.refresh()
                 continue
@@ -85,10 +89,7 @@ class AdminServer:
             await self.watcher.refresh()
         ok = True
         for stream, seq, event in events:
-            try:
-                ok = await self.forward(stream, seq, event) and ok
-            except LookupError:
-                ok = False
+            ok = await self.forward(stream, seq, event) and ok
         if not ok:
             return JSONResponse({"ok": False, "error": "unavailable"}, status_code=503)
         return JSONResponse({"ok": True, "events": len(events)})

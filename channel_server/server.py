@@ -1,5 +1,12 @@
 """The channel server process: WebSocket links from admin servers (events in) and gateways
-(subscriptions in, event batches out), plus a small HTTP surface for health and metrics."""
+(subscriptions in, event batches out), plus a small HTTP surface for health and metrics.
+
+Positions: a gateway subscribes to a stream with the last seq it has (``after``), or with
+none to start from now. The server loads the stream's head from the event log the first
+time it touches the stream, catches the gateway up from its recent buffer or the event log,
+and only then answers ``subscribed`` (carrying each stream's position) on the same ordered
+queue as the events, so the gateway sees: catch-up, then the answer, then live events.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,12 @@ from typing import Any
 import httpx
 import trio
 from prometheus_client import Counter, Gauge
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from channel_server.eventlog import EventLog, EventLogUnavailable
 from channel_server.streams import StreamState
 from cluster import service, wire
 from cluster.ring import Ring
@@ -23,10 +34,13 @@ log = logging.getLogger(__name__)
 EVENTS_IN = Counter("backchannel_channel_server_events_total", "Events accepted from admins")
 FRAMES_OUT = Counter("backchannel_channel_server_frames_total", "Frames sent to gateways")
 GAPS = Counter("backchannel_channel_server_gap_repairs_total", "Gap repairs", ["outcome"])
+CATCHUP = Counter("backchannel_channel_server_catchup_events_total",
+                  "Events replayed to subscribers by position", ["source"])
 LINKS = Gauge("backchannel_channel_server_gateway_links", "Connected gateway links")
 QUEUED = Gauge("backchannel_channel_server_queue_length", "Items queued to gateways")
 SUBS = Gauge("backchannel_channel_server_subscriptions", "Stream subscriptions held")
 MAX_BATCH = 256
+MAX_HELD = 10_000  # live events held for one stream while its subscriber catches up
 
 
 class Control(str):
@@ -38,6 +52,8 @@ class GatewayLink:
         self.name = name
         self.send, self.receive = trio.open_memory_channel[str](size)
         self.streams: set[str] = set()
+        # streams being caught up from the event log: their live events wait here, in order
+        self.holding: dict[str, list[str]] = {}
         self.closed = trio.Event()
 
 
@@ -46,23 +62,31 @@ class ChannelServer:
         self.settings = settings
         self.name = name
         self.watcher = watcher
+        self.slot: str | None = None
         self.links: set[GatewayLink] = set()
         self.subs: dict[str, set[GatewayLink]] = {}
         self.streams: dict[str, StreamState] = {}
         self.repairing: set[str] = set()
-        self.http: httpx.AsyncClient | None = None
-        self.discovery = service.Discovery(settings)
+        self.log: EventLog | None = None
         self.nursery: trio.Nursery | None = None
+        self._to_load: set[str] = set()
+        self._load_wake = trio.Event()
         watcher.listen(self._on_ring_change)
 
     def status(self) -> dict[str, Any]:
-        return {"name": self.name, "epoch": self.watcher.ring.epoch, "gateways": len(self.links),
-                "streams": len(self.streams), "subscriptions": sum(map(len, self.subs.values()))}
+        return {"name": self.name, "slot": self.slot, "epoch": self.watcher.ring.epoch,
+                "gateways": len(self.links), "streams": len(self.streams),
+                "subscriptions": sum(map(len, self.subs.values()))}
+
+    def lease(self) -> dict[str, Any]:
+        """Extra lease fields: enough for a ring manager to rebuild a ring Redis lost."""
+        return {"slot": self.slot, "epoch": self.watcher.ring.epoch}
 
     def owns(self, stream: str, ring: Ring | None = None) -> bool:
         ring = ring or self.watcher.ring
+        slot = ring.config.slot_of(self.name)
         try:
-            return ring.owner(stream) == self.name
+            return slot is not None and ring.owner(stream) == slot
         except LookupError:
             return False
 
@@ -119,12 +143,11 @@ class ChannelServer:
                 nursery.start_soon(self._gateway_closer, ws, link)
                 while True:
                     frame = wire.loads(await ws.get_message())
-                    await self._gateway_frame(ws, link, frame)
+                    await self._gateway_frame(link, frame)
         finally:
             self._drop_link(link)
 
-    async def _gateway_frame(self, ws: WebSocketConnection, link: GatewayLink,
-                             frame: dict[str, Any]) -> None:
+    async def _gateway_frame(self, link: GatewayLink, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == "ephemeral":
             self._ephemeral(frame)
@@ -138,15 +161,58 @@ class ChannelServer:
             for stream in streams:
                 self._unsubscribe(link, stream)
             return
+        await self._subscribe(link, streams, _positions(frame), frame.get("id"))
+
+    async def _subscribe(self, link: GatewayLink, streams: list[str], after: dict[str, int],
+                         frame_id: Any) -> None:
         moved = [s for s in streams if not self.owns(s)]
-        for stream in streams:
-            if stream not in moved:
-                self.subs.setdefault(stream, set()).add(link)
-                link.streams.add(stream)
+        mine = [s for s in streams if s not in set(moved)]
+        await self._load(mine)
+        for stream in mine:
+            if link.closed.is_set() or not self.owns(stream):
+                continue  # the ring moved on while we loaded: the answer below says so
+            self.subs.setdefault(stream, set()).add(link)
+            link.streams.add(stream)
+            if stream in after:
+                await self._catch_up(link, stream, after[stream])
         SUBS.set(sum(map(len, self.subs.values())))
-        # the ack lets the gateway hold `hello` until its client can miss nothing
-        await ws.send_message(wire.dumps({"type": "subscribed", "id": frame.get("id"),
-                                          "epoch": self.watcher.ring.epoch, "moved": moved}))
+        moved += [s for s in mine if s not in link.streams]
+        positions = {s: self.streams[s].head for s in mine
+                     if s in link.streams and s in self.streams and self.streams[s].loaded}
+        # the answer rides the event queue: it reaches the gateway after the catch-up
+        self._queue(link, Control(wire.dumps({
+            "type": "subscribed", "id": frame_id, "epoch": self.watcher.ring.epoch,
+            "moved": moved, "positions": positions})))
+
+    async def _catch_up(self, link: GatewayLink, stream: str, after: int) -> None:
+        """Queue what a subscriber at ``after`` lacks: from the recent buffer if it reaches
+        back far enough, else from the event log while its live events are held."""
+        state = self.streams[stream]
+        backlog = state.backlog(after)
+        if backlog is not None:
+            CATCHUP.labels("buffer").inc(len(backlog))
+            for _, item in backlog:
+                self._queue(link, item)
+            return
+        link.holding[stream] = []
+        try:
+            upto = state.head
+            fetched = await self.log.fetch(stream, after, upto)  # type: ignore[union-attr]
+            CATCHUP.labels("log").inc(len(fetched))
+            for seq, event in fetched:
+                await link.send.send(wire.encode_item(stream, seq, event))
+        finally:
+            held = link.holding.pop(stream, [])
+        for item in held:
+            self._queue(link, item)
+
+    def _queue(self, link: GatewayLink, item: str) -> None:
+        try:
+            link.send.send_nowait(item)
+        except trio.WouldBlock:
+            # never stall the fanout for one gateway: drop the link, it resubscribes
+            log.warning("gateway %s queue full, closing link", link.name)
+            self._drop_link(link)
 
     def _ephemeral(self, frame: dict[str, Any]) -> None:
         """Events never stored or ordered (user_typing): straight to the subscribers."""
@@ -157,6 +223,7 @@ class ChannelServer:
 
     def _unsubscribe(self, link: GatewayLink, stream: str) -> None:
         link.streams.discard(stream)
+        link.holding.pop(stream, None)
         subscribers = self.subs.get(stream)
         if subscribers is not None:
             subscribers.discard(link)
@@ -164,6 +231,8 @@ class ChannelServer:
                 del self.subs[stream]
 
     def _drop_link(self, link: GatewayLink) -> None:
+        if link.closed.is_set():
+            return
         for stream in list(link.streams):
             self._unsubscribe(link, stream)
         self.links.discard(link)
@@ -194,12 +263,22 @@ class ChannelServer:
 
     # --- fanout --------------------------------------------------------------------------
 
-    def accept(self, stream: str, seq: int, event: dict[str, Any]) -> None:
-        EVENTS_IN.inc()
+    def _state(self, stream: str) -> StreamState:
         state = self.streams.get(stream)
         if state is None:
-            state = self.streams[stream] = StreamState()
+            state = self.streams[stream] = StreamState(self.settings.recent_buffer_size)
+        return state
+
+    def accept(self, stream: str, seq: int, event: dict[str, Any]) -> None:
+        EVENTS_IN.inc()
+        state = self._state(stream)
         self._fanout(stream, state.offer(seq, wire.encode_item(stream, seq, event)))
+        if not state.loaded:
+            self._to_load.add(stream)
+            self._load_wake.set()
+        self._watch_gap(stream, state)
+
+    def _watch_gap(self, stream: str, state: StreamState) -> None:
         if state.gap and stream not in self.repairing and self.nursery is not None:
             self.repairing.add(stream)
             self.nursery.start_soon(self._repair, stream)
@@ -207,69 +286,128 @@ class ChannelServer:
     def _fanout(self, stream: str, ready: Iterable[tuple[int, str]]) -> None:
         for _, item in ready:
             for link in list(self.subs.get(stream, ())):
-                try:
-                    link.send.send_nowait(item)
-                except trio.WouldBlock:
-                    # never stall the fanout for one gateway: drop the link, it resubscribes
-                    log.warning("gateway %s queue full, closing link", link.name)
+                held = link.holding.get(stream)
+                if held is None:
+                    self._queue(link, item)
+                elif len(held) < MAX_HELD:
+                    held.append(item)
+                else:
                     self._drop_link(link)
         QUEUED.set(sum(link.receive.statistics().current_buffer_used for link in self.links))
+
+    async def loader(self) -> None:
+        """Load, in batches, the streams that events arrived for before anyone subscribed."""
+        while True:
+            await self._load_wake.wait()
+            self._load_wake = trio.Event()
+            todo, self._to_load = list(self._to_load), set()
+            try:
+                await self._load(todo)
+            except EventLogUnavailable:
+                log.warning("could not load %d streams; retrying on the next event", len(todo))
+
+    async def _load(self, streams: list[str]) -> None:
+        """Learn the head of every stream not loaded yet (one batched read, retried with
+        backoff), then deliver whatever waited for it."""
+        todo = [s for s in streams if not self._state(s).loaded]
+        if not todo:
+            return
+        delay = 0.05
+        for attempt in range(6):
+            try:
+                heads = await self.log.heads(todo)  # type: ignore[union-attr]
+                break
+            except EventLogUnavailable:
+                if attempt == 5:
+                    raise
+                await trio.sleep(delay)
+                delay *= 2
+        for stream, head in heads.items():
+            state = self.streams.get(stream)
+            if state is not None and not state.loaded and self.owns(stream):
+                self._fanout(stream, state.load(head))
+                self._watch_gap(stream, state)
 
     async def _repair(self, stream: str) -> None:
         """Wait briefly for late events; then fetch the missing seqs from the event log."""
         try:
             await trio.sleep(self.settings.gap_wait_s)
-            state = self.streams.get(stream)
             for _ in range(3):
+                state = self.streams.get(stream)
                 if state is None or state.gap is None:
                     return
                 first, upto = state.gap
-                fetched = await self._fetch(stream, first - 1, upto - first)
-                if fetched is None:
+                try:
+                    fetched = await self.log.fetch(stream, first - 1,  # type: ignore[union-attr]
+                                                   upto - 1)
+                except OSError:
                     await trio.sleep(self.settings.gap_wait_s)
                     continue
-                for ev in fetched:
-                    if ev["seq"] < upto:
-                        self._fanout(stream, state.offer(
-                            ev["seq"], wire.encode_item(stream, ev["seq"], ev["event"])))
+                if self.streams.get(stream) is not state:
+                    return  # moved away meanwhile
+                for seq, event in fetched:
+                    self._fanout(stream, state.offer(seq, wire.encode_item(stream, seq, event)))
                 GAPS.labels("repaired").inc()
+            state = self.streams.get(stream)
             if state is not None and state.gap is not None:
                 GAPS.labels("skipped").inc()
-                log.error("gap on stream not repairable, skipping seqs=%d", state.gap[1]
-                          - state.gap[0])
+                log.error("gap on stream not repairable, skipping seqs=%d",
+                          state.gap[1] - state.gap[0])
                 self._fanout(stream, state.skip_gap())
         finally:
             self.repairing.discard(stream)
 
-    async def _fetch(self, stream: str, after: int, count: int) -> list[dict] | None:
-        for url in (await self.discovery.lookup("webapp")).values():
+    async def check_heads(self) -> None:
+        """Periodically compare the heads of subscribed streams with the event log: a lost
+        notification of a quiet stream's last event shows up here, not only when a later
+        event arrives."""
+        while True:
+            await trio.sleep(self.settings.head_check_interval_s)
+            streams = [s for s in self.subs if s in self.streams and self.streams[s].loaded]
+            if not streams:
+                continue
             try:
-                resp = await self.http.get(  # type: ignore[union-attr]
-                    url + "/internal/events",
-                    params={"stream": stream, "after_seq": after, "limit": min(count, 1000)},
-                    headers={"x-backchannel-internal": self.settings.internal_secret})
-                if resp.status_code == 200 and resp.json().get("ok"):
-                    return resp.json()["events"]
-            except (httpx.HTTPError, ValueError) as exc:
-                log.warning("event log fetch failed: %s", type(exc).__name__)
-        self.discovery.forget("webapp")
-        return None
+                heads = await self.log.heads(streams)  # type: ignore[union-attr]
+            except OSError as exc:
+                log.warning("head check failed: %s", exc)
+                continue
+            for stream, head in heads.items():
+                state = self.streams.get(stream)
+                if state is not None and state.loaded:
+                    state.saw_head(head)
+                    self._watch_gap(stream, state)
 
     async def _on_ring_change(self, before: Ring, after: Ring) -> None:
         """Streams that moved away: tell their subscribers, forget their state."""
+        self.slot = after.config.slot_of(self.name)
         lost = [s for s in set(self.subs) | set(self.streams) if not self.owns(s, after)]
         by_link: dict[GatewayLink, list[str]] = {}
         for stream in lost:
             for link in self.subs.pop(stream, set()):
                 link.streams.discard(stream)
+                link.holding.pop(stream, None)
                 by_link.setdefault(link, []).append(stream)
             self.streams.pop(stream, None)
+        SUBS.set(sum(map(len, self.subs.values())))
         for link, streams in by_link.items():
-            frame = wire.dumps({"type": "moved", "epoch": after.epoch, "streams": streams})
-            try:
-                link.send.send_nowait(Control(frame))
-            except trio.WouldBlock:
-                self._drop_link(link)
+            self._queue(link, Control(wire.dumps(
+                {"type": "moved", "epoch": after.epoch, "streams": streams})))
+
+    async def streams_endpoint(self, request: Request) -> Response:
+        """The live stream list (stream -> subscribed gateways), for `ring --dry-run`."""
+        if not wire.secret_matches(request.headers.get("x-backchannel-internal"),
+                                   self.settings.internal_secret):
+            return JSONResponse({"ok": False, "error": "not_allowed"}, status_code=403)
+        return JSONResponse({"ok": True, "streams": {s: len(g) for s, g in self.subs.items()}})
+
+
+def _positions(frame: dict[str, Any]) -> dict[str, int]:
+    after = frame.get("after", {})
+    if not isinstance(after, dict) or len(after) > 100_000 or not all(
+        isinstance(s, str) and type(q) is int and 0 <= q < 2**62 for s, q in after.items()
+    ):
+        raise wire.BadFrame("field 'after' must map stream ids to seqs")
+    return after
 
 
 async def main(settings: Settings, name: str, port: int, http_port: int,
@@ -280,15 +418,17 @@ async def main(settings: Settings, name: str, port: int, http_port: int,
     watcher = service.RingWatcher(settings)
     server = ChannelServer(settings, name, watcher)
     async with httpx.AsyncClient(timeout=5.0) as http, trio.open_nursery() as nursery:
-        server.http = http
+        server.log = EventLog(settings, http)
         server.nursery = nursery
         await nursery.start(watcher.run)
+        nursery.start_soon(server.check_heads)
+        nursery.start_soon(server.loader)
         ws_server = await nursery.start(partial(
             serve_websocket, server.handle, settings.bind_host, port, None,
             max_message_size=wire.MAX_FRAME_BYTES))
         url = f"ws://{settings.bind_host}:{ws_server.port}"
-        http_url = await nursery.start(service.serve_http,
-                                       service.http_app("channel_server", server.status),
-                                       settings.bind_host, http_port)
+        app = service.http_app("channel_server", server.status,
+                               [Route("/streams", server.streams_endpoint, methods=["GET"])])
+        http_url = await nursery.start(service.serve_http, app, settings.bind_host, http_port)
         await service.announce(settings, "channel_server", name, url, http_url, addr_file,
-                               task_status)
+                               task_status, server.lease)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +18,7 @@ from cluster import service, wire
 from cluster.ring import Ring
 from cluster.settings import Settings
 from gateway_server.client import Client, handle_frame
+from gateway_server.positions import Positions
 from gateway_server.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 CLIENTS = Gauge("backchannel_gateway_server_clients", "Connected RTM clients")
 DELIVERED = Counter("backchannel_gateway_server_deliveries_total", "Payloads queued to sockets")
 KICKED = Counter("backchannel_gateway_server_kicked_total", "Clients closed", ["reason"])
+POSITIONS = Counter("backchannel_gateway_server_position_total",
+                    "Stream items judged by position", ["outcome"])
 MAX_CLIENT_FRAME = 16 * 1024
 JOIN_KINDS = {"channel_joined", "group_joined", "im_created"}
 LEAVE_KINDS = {"channel_left", "group_left"}
@@ -40,6 +44,7 @@ class Gateway:
         self.local: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
         self.upstreams: dict[str, Upstream] = {}
+        self.positions = Positions()
         self.discovery = service.Discovery(settings)
         self.presence_dirty = trio.Event()
         self.nursery: trio.Nursery | None = None
@@ -54,10 +59,31 @@ class Gateway:
 
     def _wanted(self, member: str) -> set[str]:
         ring = self.watcher.ring
-        return {s for s in self.local if ring.owner(s) == member}
+        try:
+            return {s for s in self.local if ring.owner(s) == member}
+        except LookupError:
+            return set()
+
+    def _positions(self, streams: Iterable[str]) -> dict[str, int]:
+        return self.positions.of(streams)
+
+    def _on_subscribed(self, up: Upstream, frame: dict[str, Any]) -> None:
+        """The channel server's answer follows any catch-up it sent: its position for each
+        stream is where we stand now. Only a gap the event log could not fill makes it run
+        ahead of ours, and then the stream goes on from there."""
+        positions = frame.get("positions") or {}
+        if not isinstance(positions, dict):
+            raise wire.BadFrame("positions")
+        for stream, seq in positions.items():
+            if stream not in self.local or type(seq) is not int:
+                continue
+            skipped = self.positions.answered(stream, seq)
+            if skipped:
+                POSITIONS.labels("skipped").inc(skipped)
+                log.error("stream position jumped after catch-up: missing=%d", skipped)
 
     async def _on_ring_change(self, before: Ring, after: Ring) -> None:
-        members = after.config.members
+        members = after.config.urls()
         for member in list(self.upstreams):
             if member not in members or self.upstreams[member].url != members[member]:
                 self.upstreams.pop(member).cancel.cancel()
@@ -65,7 +91,8 @@ class Gateway:
             if member not in self.upstreams and self.nursery is not None:
                 up = self.upstreams[member] = Upstream(
                     member, url, self.name, self.settings.internal_secret,
-                    lambda m=member: self._wanted(m), self._on_frame)
+                    lambda m=member: self._wanted(m), self._on_frame, self._positions,
+                    self._on_subscribed)
                 self.nursery.start_soon(up.run, lambda: self.watcher.ring.epoch)
         if self.nursery is not None:
             self.nursery.start_soon(self._rebalance)
@@ -82,7 +109,12 @@ class Gateway:
         for _ in range(3):
             ring = self.watcher.ring
             moved: list[str] = []
-            for member, group in ring.owners(streams).items():
+            try:
+                owners = ring.owners(streams)
+            except LookupError:
+                owners = {}
+                moved = list(streams)
+            for member, group in owners.items():
                 up = self.upstreams.get(member)
                 need = [s for s in group if up is None or s not in up.subscribed]
                 if up is None:
@@ -111,6 +143,7 @@ class Gateway:
                 holders.discard(client)
                 if not holders:
                     del self.local[stream]
+                    self.positions.forget(stream)
                     idle.append(stream)
         client.streams -= streams
         if idle and self.nursery is not None:
@@ -118,7 +151,11 @@ class Gateway:
 
     async def _unsubscribe_idle(self, streams: list[str]) -> None:
         ring = self.watcher.ring
-        for member, group in ring.owners(streams).items():
+        try:
+            owners = ring.owners(streams)
+        except LookupError:
+            return
+        for member, group in owners.items():
             up = self.upstreams.get(member)
             if up is not None:
                 await up.unsubscribe([s for s in group if s not in self.local], ring.epoch)
@@ -135,6 +172,30 @@ class Gateway:
             if streams and self.nursery is not None:
                 self.nursery.start_soon(self.ensure_subscribed, set(streams))
 
+    def _in_order(self, stream: str, seq: Any) -> bool:
+        """Exactly once, in seq order, whichever channel server an item came from."""
+        verdict = self.positions.judge(stream, seq)
+        if verdict == "deliver":
+            return True
+        POSITIONS.labels(verdict).inc()
+        if verdict == "resync" and self.nursery is not None:
+            self.nursery.start_soon(self._resync, stream)
+        return False
+
+    async def _resync(self, stream: str) -> None:
+        try:
+            ring = self.watcher.ring
+            up = self.upstreams.get(ring.owner(stream))
+            if up is not None:
+                moved = await up.subscribe([stream], ring.epoch)
+                if moved:
+                    up.subscribed.discard(stream)
+                    await self.ensure_subscribed({stream})
+        except (LookupError, trio.TooSlowError):
+            log.warning("resync failed; the next item retries it")
+        finally:
+            self.positions.resync_failed(stream)
+
     def _deliver(self, items: list[Any]) -> None:
         joined: set[str] = set()
         for item in items:
@@ -143,6 +204,8 @@ class Gateway:
             stream, payload = item.get("stream"), item.get("payload")
             holders = self.local.get(stream) if isinstance(stream, str) else None
             if not holders or not isinstance(payload, str):
+                continue
+            if not self._in_order(stream, item.get("seq")):  # type: ignore[arg-type]
                 continue
             kind, ref = item.get("kind"), item.get("ref") or ""
             for client in list(holders):
@@ -161,7 +224,10 @@ class Gateway:
             self.nursery.start_soon(self.ensure_subscribed, joined)
 
     async def _typing(self, client: Client, channel: str) -> None:
-        up = self.upstreams.get(self.watcher.ring.owner(channel))
+        try:
+            up = self.upstreams.get(self.watcher.ring.owner(channel))
+        except LookupError:
+            return
         if up is not None:
             await up.send({"type": "ephemeral", "stream": channel, "event": {
                 "type": "user_typing", "channel": channel, "user": client.user}})

@@ -17,17 +17,22 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 CHUNK = 5000
 
 FrameHandler = Callable[["Upstream", dict[str, Any]], Awaitable[None]]
+AnswerHandler = Callable[["Upstream", dict[str, Any]], None]
+Positions = Callable[[Iterable[str]], dict[str, int]]
 
 
 class Upstream:
     def __init__(self, member: str, url: str, gateway: str, secret: str,
-                 wanted: Callable[[], set[str]], on_frame: FrameHandler) -> None:
+                 wanted: Callable[[], set[str]], on_frame: FrameHandler,
+                 positions: Positions, on_subscribed: AnswerHandler) -> None:
         self.member = member
         self.secret = secret
         self.url = url
         self.gateway = gateway
         self.wanted = wanted  # the streams this member should serve us, under the current ring
         self.on_frame = on_frame
+        self.positions = positions  # stream -> last seq we have, for streams we have one
+        self.on_subscribed = on_subscribed
         self.subscribed: set[str] = set()
         self._ws: Any = None
         self._up = trio.Event()
@@ -77,6 +82,12 @@ class Upstream:
                 log.warning("bad frame from %s: %s", self.member, exc)
                 continue
             if frame["type"] == "subscribed":
+                # positions are taken here, in frame order: the live events that follow
+                # this answer are judged against them
+                try:
+                    self.on_subscribed(self, frame)
+                except wire.BadFrame as exc:
+                    log.warning("bad subscribed frame from %s: %s", self.member, exc)
                 waiter = self._acks.pop(frame.get("id"), None)  # type: ignore[arg-type]
                 if waiter is not None:
                     waiter[1].append(frame)
@@ -88,8 +99,9 @@ class Upstream:
                 log.warning("bad %s frame from %s: %s", frame["type"], self.member, exc)
 
     async def subscribe(self, streams: Iterable[str], epoch: int) -> list[str]:
-        """Subscribe and wait for the channel server's answer; returns streams it refused
-        as moved. Raises trio.TooSlowError if the link stays down."""
+        """Subscribe, each stream from the position we have (else from now), and wait for
+        the channel server's answer, which comes after any catch-up; returns streams it
+        refused as moved. Raises trio.TooSlowError if the link stays down."""
         streams = sorted(set(streams))
         moved: list[str] = []
         with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
@@ -129,7 +141,8 @@ class Upstream:
         self._acks[frame_id] = (done, replies)
         try:
             await ws.send_message(wire.dumps(
-                {"type": kind, "id": frame_id, "epoch": epoch, "streams": streams}))
+                {"type": kind, "id": frame_id, "epoch": epoch, "streams": streams,
+                 "after": self.positions(streams)}))
             await done.wait()
         except ConnectionClosed as exc:
             raise trio.TooSlowError from exc

@@ -1,4 +1,6 @@
-"""channel_server/streams.py StreamState: per-stream seq ordering, dedup and gap handling."""
+"""channel_server/streams.py StreamState: loading from the event log's head, seq ordering,
+dedup, gaps (including a lost last event seen only by a head check) and catch-up by
+position."""
 
 from __future__ import annotations
 
@@ -12,146 +14,120 @@ def item(seq: int) -> str:
     return f'{{"seq":{seq}}}'
 
 
-@st.composite
-def baseline_first_permutations(draw, max_n: int = 40):
-    """(baseline, seqs): a permutation of baseline..baseline+n whose first element is the
-    minimum, as the first event a channel server sees is its baseline."""
-    baseline = draw(st.integers(min_value=0, max_value=10**12))
-    n = draw(st.integers(min_value=0, max_value=max_n))
-    rest = draw(st.permutations(list(range(baseline + 1, baseline + n + 1))))
-    return baseline, [baseline, *rest]
+def loaded(head: int, buffer_size: int = 1000) -> StreamState:
+    state = StreamState(buffer_size)
+    assert state.load(head) == []
+    return state
 
 
 @settings(max_examples=300)
-@given(baseline_first_permutations())
-def test_every_seq_delivered_exactly_once_in_order(case):
-    baseline, seqs = case
-    state = StreamState()
+@given(st.integers(min_value=0, max_value=10**12), st.data())
+def test_every_seq_after_the_head_delivered_exactly_once_in_order(head, data):
+    n = data.draw(st.integers(min_value=0, max_value=40))
+    seqs = data.draw(st.permutations(list(range(head + 1, head + n + 1))))
+    state = loaded(head)
     delivered: list[tuple[int, str]] = []
     for seq in seqs:
-        out = state.offer(seq, item(seq))
-        delivered += out
+        delivered += state.offer(seq, item(seq))
         # everything delivered so far is a gap-free prefix
-        assert [s for s, _ in delivered] == list(range(baseline, baseline + len(delivered)))
-        assert state.next_seq == baseline + len(delivered)
-    assert delivered == [(s, item(s)) for s in range(baseline, baseline + len(seqs))]
-    assert state.pending == {}
-    assert state.gap is None
-    assert state.baseline == baseline
+        assert [s for s, _ in delivered] == list(range(head + 1, head + 1 + len(delivered)))
+    assert delivered == [(s, item(s)) for s in range(head + 1, head + n + 1)]
+    assert state.pending == {} and state.gap is None
+    assert state.head == head + n
 
 
 @settings(max_examples=300)
-@given(baseline_first_permutations(), st.data())
-def test_duplicates_are_never_delivered_twice(case, data):
-    baseline, seqs = case
-    # offer some seqs a second (or third) time, at arbitrary later points
-    offers = list(seqs)
-    for _ in range(data.draw(st.integers(min_value=0, max_value=2 * len(seqs)))):
-        dup = data.draw(st.sampled_from(seqs))
-        first = offers.index(dup)
-        at = data.draw(st.integers(min_value=first + 1, max_value=len(offers)))
-        offers.insert(at, dup)
+@given(st.integers(min_value=0, max_value=1000), st.lists(st.integers(1, 1100), max_size=30),
+       st.data())
+def test_events_before_the_load_wait_and_only_those_past_the_head_survive(head, early, data):
+    """A new owner gets events before it has read the head: they wait, and the ones at or
+    below the head (their subscribers catch up by position) are dropped."""
     state = StreamState()
+    for seq in early:
+        assert state.offer(seq, item(seq)) == []
+    assert state.gap is None  # nothing is known to be missing before the load
+    out = state.load(head)
+    run = []
+    nxt = head + 1
+    while nxt in set(early):
+        run.append(nxt)
+        nxt += 1
+    assert [s for s, _ in out] == run
+    assert all(s > head for s in state.pending)
+    assert state.load(head + 50) == []  # loading is once only
+
+
+@settings(max_examples=300)
+@given(st.integers(min_value=0, max_value=50), st.data())
+def test_duplicates_are_never_delivered_twice(head, data):
+    n = data.draw(st.integers(min_value=1, max_value=30))
+    seqs = list(range(head + 1, head + n + 1))
+    offers = data.draw(st.permutations(seqs))
+    offers = offers + data.draw(st.lists(st.sampled_from(seqs + [head, max(head - 1, 1)]),
+                                         max_size=40))
+    state = loaded(head)
     delivered: list[int] = []
     for seq in offers:
         delivered += [s for s, _ in state.offer(seq, item(seq))]
-    assert delivered == list(range(baseline, baseline + len(seqs)))
+    assert delivered == seqs
 
 
-def test_duplicate_before_and_after_delivery():
-    state = StreamState()
-    assert state.offer(10, "a") == [(10, "a")]
-    assert state.offer(10, "a") == []  # after delivery
-    assert state.offer(12, "c") == []
-    assert state.offer(12, "c'") == []  # while pending: the first copy is kept
-    assert state.offer(11, "b") == [(11, "b"), (12, "c")]
-    assert state.offer(11, "b") == []
-    assert state.offer(12, "c") == []
-    assert state.next_seq == 13
-
-
-@settings(max_examples=200)
-@given(st.integers(min_value=1, max_value=10**9), st.lists(st.integers(min_value=0),
-                                                           max_size=20))
-def test_seqs_below_the_baseline_pass_straight_through(baseline, lows):
-    state = StreamState()
-    assert state.offer(baseline, "base") == [(baseline, "base")]
-    for low in lows:
-        low %= baseline
-        assert state.offer(low, "old") == [(low, "old")]
-    assert state.baseline == baseline
-    assert state.next_seq == baseline + 1
-    assert state.pending == {}
-
-
-@settings(max_examples=300)
-@given(st.integers(min_value=0, max_value=10**6),
-       st.sets(st.integers(min_value=1, max_value=60), max_size=30))
-def test_gap_reports_first_missing_and_first_pending(baseline, offsets):
-    state = StreamState()
-    state.offer(baseline, item(baseline))
-    for off in sorted(offsets, reverse=True):
-        state.offer(baseline + off, item(baseline + off))
-    # contiguous run from the baseline is delivered, the rest waits
-    run = 0
-    while run + 1 in offsets:
-        run += 1
-    waiting = sorted(o for o in offsets if o > run)
-    assert state.next_seq == baseline + run + 1
-    assert sorted(state.pending) == [baseline + o for o in waiting]
-    if waiting:
-        assert state.gap == (baseline + run + 1, baseline + waiting[0])
-    else:
-        assert state.gap is None
+def test_lost_last_event_is_a_gap_once_a_head_check_sees_it():
+    state = loaded(5)
+    assert state.offer(6, item(6)) == [(6, item(6))]
+    assert state.gap is None
+    state.saw_head(8)  # 7 and 8 were committed but never reached us
+    assert state.gap == (7, 9)
+    assert state.offer(7, item(7)) == [(7, item(7))]
+    assert state.gap == (8, 9)
+    assert state.offer(8, item(8)) == [(8, item(8))]
+    assert state.gap is None
+    state.saw_head(3)  # an old head changes nothing
+    assert state.gap is None
 
 
 @settings(max_examples=300)
 @given(st.integers(min_value=0, max_value=10**6),
        st.sets(st.integers(min_value=2, max_value=60), min_size=1, max_size=30))
-def test_skip_gap_delivers_pending_in_order_and_moves_next_seq(baseline, offsets):
-    state = StreamState()
-    state.offer(baseline, item(baseline))
+def test_skip_gap_delivers_pending_in_order_and_moves_next_seq(head, offsets):
+    state = loaded(head)
     for off in offsets:
-        assert state.offer(baseline + off, item(baseline + off)) == []
-    assert state.gap == (baseline + 1, baseline + min(offsets))
-    out = state.skip_gap()
+        assert state.offer(head + off, item(head + off)) == []
     first = min(offsets)
+    assert state.gap == (head + 1, head + first)
+    out = state.skip_gap()
     run = 0
     while first + run + 1 in offsets:
         run += 1
-    expected = list(range(baseline + first, baseline + first + run + 1))
-    assert out == [(s, item(s)) for s in expected]
-    assert state.next_seq == expected[-1] + 1
-    remaining = sorted(baseline + o for o in offsets if baseline + o > expected[-1])
-    assert sorted(state.pending) == remaining
-    # a late arrival of a skipped seq is not delivered any more
-    assert state.offer(baseline + 1, item(baseline + 1)) == []
-    # skipping repeatedly drains everything, in order
-    drained = [s for s, _ in out]
-    while state.gap is not None:
-        drained += [s for s, _ in state.skip_gap()]
-    assert drained == sorted(baseline + o for o in offsets)
+    assert [s for s, _ in out] == list(range(head + first, head + first + run + 1))
+
+
+def test_skip_gap_past_a_known_head():
+    state = loaded(0)
+    state.saw_head(4)
     assert state.skip_gap() == []
+    assert state.head == 4 and state.gap is None
 
 
-def test_skip_gap_without_pending_is_a_no_op():
-    state = StreamState()
-    assert state.skip_gap() == []
-    state.offer(5, "x")
-    assert state.skip_gap() == []
-    assert state.next_seq == 6
-
-
-def test_recent_keeps_delivered_items_in_order_and_is_bounded():
-    state = StreamState()
-    for seq in range(1, 301):
+@settings(max_examples=300)
+@given(st.integers(min_value=0, max_value=100), st.integers(min_value=0, max_value=60),
+       st.integers(min_value=1, max_value=30), st.integers(min_value=0, max_value=200))
+def test_backlog_serves_exactly_what_a_position_lacks_or_defers_to_the_log(
+        head, n, size, after):
+    state = loaded(head, buffer_size=size)
+    for seq in range(head + 1, head + n + 1):
         state.offer(seq, item(seq))
-    assert list(state.recent) == [(s, item(s)) for s in range(101, 301)]
+    backlog = state.backlog(after)
+    if after >= state.head:
+        assert backlog == []
+    elif after + 1 < max(head + 1, head + n + 1 - size):
+        assert backlog is None  # older than the buffer: the event log serves it
+    else:
+        assert backlog == [(s, item(s)) for s in range(after + 1, head + n + 1)]
 
 
 def test_overflowing():
-    state = StreamState()
-    state.offer(0, "0")
+    state = loaded(0)
     for seq in range(2, MAX_PENDING + 2):
         state.offer(seq, "x")
     assert len(state.pending) == MAX_PENDING
@@ -160,3 +136,9 @@ def test_overflowing():
     assert state.overflowing()
     assert len(state.skip_gap()) == MAX_PENDING
     assert not state.overflowing()
+
+
+def test_seq_zero_and_below_is_never_ordered():
+    state = loaded(0)
+    assert state.offer(0, "typing") == []
+    assert state.offer(-3, "bad") == []
