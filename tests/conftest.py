@@ -101,11 +101,12 @@ def stop_cluster(c: Cluster) -> None:
 
 
 @contextlib.contextmanager
-def private_cluster(run_dir: Path, channels: int = 1, gateways: int = 1,
-                    **overrides: Any) -> Iterator[Cluster]:
+def private_cluster(run_dir: Path, channels: int = 1, gateways: int = 1, standby: int = 0,
+                    ring_managers: int = 0, **overrides: Any) -> Iterator[Cluster]:
     """For tests that kill processes or need other settings than the shared cluster."""
-    c = start_cluster(run_dir, ops_cluster.Counts(channels=channels, gateways=gateways),
-                      **overrides)
+    c = start_cluster(run_dir, ops_cluster.Counts(channels=channels, gateways=gateways,
+                                                  standby=standby,
+                                                  ring_managers=ring_managers), **overrides)
     try:
         yield c
     finally:
