@@ -67,7 +67,17 @@ def str_list(frame: dict[str, Any], name: str, limit: int = 100_000) -> list[str
 
 
 def encode_item(stream: str, seq: int, event: dict[str, Any]) -> str:
-    """Encode one event once; the result is spliced into every gateway frame that carries it."""
+    """Encode one event once; the result is spliced into every gateway frame that carries it.
+
+    An event may carry ``_at``, internal and never sent to clients: for ``channel_joined``
+    it is the channel's seq just before the join, so the gateway subscribes the channel
+    from there and misses nothing posted between the join and its subscription."""
+    extra = ""
+    if "_at" in event:
+        event = dict(event)
+        at = event.pop("_at")
+        if type(at) is int:
+            extra = f',"at":{at}'
     kind = event.get("type", "")
     ref = ""
     if kind in ("channel_joined", "channel_left", "im_created", "group_joined", "group_left"):
@@ -75,7 +85,8 @@ def encode_item(stream: str, seq: int, event: dict[str, Any]) -> str:
         ref = chan.get("id", "") if isinstance(chan, dict) else str(chan or "")
     elif kind == "user_typing":
         ref = str(event.get("user", ""))  # the typist's own sockets are skipped
-    return dumps({"stream": stream, "seq": seq, "kind": kind, "ref": ref, "payload": dumps(event)})
+    item = dumps({"stream": stream, "seq": seq, "kind": kind, "ref": ref, "payload": dumps(event)})
+    return item[:-1] + extra + "}" if extra else item
 
 
 def events_frame(items: Iterable[str]) -> str:

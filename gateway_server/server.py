@@ -214,6 +214,9 @@ class Gateway:
                 client.push(payload)
             DELIVERED.inc(len(holders))
             if kind in JOIN_KINDS and ref:
+                at = item.get("at")
+                if type(at) is int and ref not in self.local and at >= 0:
+                    self.positions.pos[ref] = at  # subscribe from the join, not from now
                 for client in list(holders):
                     self._attach(client, {ref})
                 joined.add(ref)

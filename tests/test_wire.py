@@ -41,7 +41,7 @@ events = st.builds(
     lambda kind, extra: {**extra, "type": kind},
     st.one_of(st.sampled_from(["message", "user_typing", "channel_joined", "reaction_added"]),
               tricky_text),
-    st.dictionaries(tricky_text, json_values, max_size=6),
+    st.dictionaries(tricky_text.filter(lambda k: k != "_at"), json_values, max_size=6),
 )
 stream_ids = st.text(min_size=1, max_size=64)
 
@@ -70,6 +70,19 @@ def test_events_frame_is_json_with_items_in_order(batch):
     assert [(i["stream"], i["seq"]) for i in frame["items"]] == [(s, q) for s, q, _ in batch]
     assert [strict_loads(i["payload"]) for i in frame["items"]] == [e for _, _, e in batch]
     assert wire.loads(wire.events_frame(items))["type"] == "events"
+
+
+@settings(max_examples=100, deadline=None)
+@given(events, st.one_of(st.integers(min_value=0, max_value=2**62), json_values))
+def test_internal_at_becomes_an_item_field_and_never_reaches_clients(event, at):
+    raw = wire.encode_item("U1", 3, {**event, "_at": at})
+    item = strict_loads(raw)
+    assert strict_loads(item["payload"]) == event  # the client's bytes lack "_at"
+    if type(at) is int:
+        assert item["at"] == at
+    else:
+        assert "at" not in item
+    assert strict_loads(wire.events_frame([raw]))["items"][0] == item
 
 
 def test_events_frame_of_nothing():

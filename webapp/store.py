@@ -280,8 +280,9 @@ async def join_channel(
         return await _insert_member(cur, channel, user_id, seq, last_ts_us)
 
     joined = await db.transact(channel_id, add)
+    at = joined.seq - 1 if joined is not None else None
     personal = await db.transact(user_id, lambda cur: _link_member(cur, channel, user_id,
-                                                                     shape))
+                                                                     shape, at))
     return [p for p in (joined, personal) if p is not None]
 
 
@@ -306,9 +307,11 @@ async def _insert_member(
 
 async def _link_member(
     cur: aiomysql.DictCursor, channel: dict[str, Any], user_id: str, shape: Shape,
+    at: int | None = None,
 ) -> Posted | None:
     """The lookup vindex row on the user's shard, plus channel_joined on the personal stream
-    when the row is new (the event is what makes a live gateway subscribe)."""
+    when the row is new (the event is what makes a live gateway subscribe). ``at``, the
+    channel's seq before the join, lets the gateway subscribe from the join itself."""
     seq, last_ts_us = await lock_stream(cur, user_id)
     await cur.execute(
         "INSERT IGNORE INTO user_channels (user_id, channel_id) VALUES (%s, %s)",
@@ -317,9 +320,11 @@ async def _link_member(
     if cur.rowcount == 0:
         return None
     kind = "group_joined" if channel["is_private"] else "channel_joined"
-    posted, _ = await _append_locked(cur, user_id, seq, last_ts_us, lambda ts: {
-        "type": kind, "channel": shape(channel), "event_ts": ts,
-    })
+    def build(ts: str) -> dict[str, Any]:
+        event = {"type": kind, "channel": shape(channel), "event_ts": ts}
+        return event if at is None else {**event, "_at": at}
+
+    posted, _ = await _append_locked(cur, user_id, seq, last_ts_us, build)
     return posted
 
 
