@@ -32,6 +32,9 @@ MAX_CLIENT_FRAME = 16 * 1024
 JOIN_KINDS = {"channel_joined", "group_joined", "im_created"}
 LEAVE_KINDS = {"channel_left", "group_left"}
 HELLO = json.dumps({"type": "hello"})
+SUBSCRIBE_DEADLINE_S = 10.0
+SUBSCRIBE_ATTEMPT_S = 2.0
+SUBSCRIBE_RETRY_S = 0.1
 
 
 class Gateway:
@@ -104,31 +107,47 @@ class Gateway:
         await self.ensure_subscribed(set(self.local))
 
     async def ensure_subscribed(self, streams: set[str]) -> bool:
-        """Subscribe every stream at its owner; True once all owners have confirmed."""
-        ok = True
-        for _ in range(3):
-            ring = self.watcher.ring
-            moved: list[str] = []
-            try:
-                owners = ring.owners(streams)
-            except LookupError:
-                owners = {}
-                moved = list(streams)
-            for member, group in owners.items():
-                up = self.upstreams.get(member)
-                need = [s for s in group if up is None or s not in up.subscribed]
-                if up is None:
-                    moved += need
-                elif need:
-                    try:
-                        moved += await up.subscribe(need, ring.epoch)
-                    except trio.TooSlowError:
-                        ok = False
-            if not moved:
-                return ok
-            await self.watcher.refresh()
-            streams = set(moved)
+        """Subscribe every stream at its owner, all owners at once; True once all have
+        confirmed. A stream whose owner is down or moved is retried under the newest ring
+        until SUBSCRIBE_DEADLINE_S: a dead member is healed out of the ring within seconds,
+        and a client whose streams it held should get ``hello`` then, not a refusal."""
+        with trio.move_on_after(SUBSCRIBE_DEADLINE_S):
+            while streams:
+                streams = {s for s in streams if s in self.local}
+                streams = await self._subscribe_round(streams)
+                if streams:
+                    await trio.sleep(SUBSCRIBE_RETRY_S)
+                    await self.watcher.refresh()
+            return True
         return False
+
+    async def _subscribe_round(self, streams: set[str]) -> set[str]:
+        """One attempt under the current ring; returns the streams still not subscribed."""
+        ring = self.watcher.ring
+        try:
+            owners = ring.owners(streams)
+        except LookupError:
+            return streams
+        left: set[str] = set()
+
+        async def at(member: str, group: list[str]) -> None:
+            up = self.upstreams.get(member)
+            need = [s for s in group if up is None or s not in up.subscribed]
+            if up is None:
+                left.update(need)
+                return
+            if not need:
+                return
+            try:
+                with trio.fail_after(SUBSCRIBE_ATTEMPT_S):
+                    left.update(await up.subscribe(need, ring.epoch))
+            except trio.TooSlowError:
+                left.update(s for s in need if s not in up.subscribed)
+
+        async with trio.open_nursery() as nursery:
+            for member, group in owners.items():
+                nursery.start_soon(at, member, group)
+        return left
 
     def _attach(self, client: Client, streams: set[str]) -> None:
         for stream in streams:

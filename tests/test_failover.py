@@ -125,3 +125,36 @@ async def test_redis_losing_the_clusters_data(tmp_path):
             nursery.cancel_scope.cancel()
         doc = await trio.to_thread.run_sync(ops_cluster.status, c.run_dir)
         assert all(p["healthy"] for p in doc["processes"]), doc
+
+
+async def test_connects_during_a_failover_get_hello_once_the_ring_heals(tmp_path):
+    """Right after a kill -9, every user's personal stream or channels may sit on the dead
+    member: connects wait for the ring manager to heal the ring instead of failing."""
+    import httpx
+
+    from tests.conftest import rtm_session
+
+    with private_cluster(tmp_path, channels=2, gateways=1, ring_managers=1) as c:
+        ws = c.seed(6)
+        victim = c.processes("channel_server")[0]
+        ring = await trio.to_thread.run_sync(ops_cluster.read_ring, c.settings)
+        on_victim = [u for u in ws["users"] if Ring(ring).process(u["id"]) == victim["name"]]
+        assert on_victim, "some user's personal stream must live on the victim"
+        os.kill(victim["pid"], signal.SIGKILL)
+        hellos = []
+
+        async def connect(user: dict[str, Any]) -> None:
+            async with rtm_session(c, user["token"]) as rtm:
+                hellos.append(user["id"])
+                # and the session is live: a post in #general reaches it
+                async with httpx.AsyncClient(timeout=10) as http:
+                    sent = (await http.post(c.api + "chat.postMessage", json={
+                        "channel": ws["channels"][0]["id"], "text": f"hi {user['id']}"},
+                        headers={"Authorization": f"Bearer {user['token']}"})).json()
+                await rtm.next({"type": "message", "ts": sent["ts"]}, timeout=15)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for user in ws["users"]:
+                    nursery.start_soon(connect, user)
+        assert sorted(hellos) == sorted(u["id"] for u in ws["users"])
