@@ -2,15 +2,23 @@
 
 admin  -> channel  {"type":"event","id":N,"epoch":E,"stream":S,"seq":Q,"event":{...}}
 channel -> admin   {"type":"ack","id":N} | {"type":"moved","id":N,"epoch":E}
-gateway -> channel {"type":"hello","role":"gateway","name":G}
-                   {"type":"subscribe","epoch":E,"streams":[...]} / "unsubscribe"
+gateway -> channel {"type":"hello","role":"gateway","name":G,"secret":..}
+                   {"type":"subscribe","id":N,"epoch":E,"streams":[...],"after":{S:Q}}
+                   {"type":"unsubscribe","epoch":E,"streams":[...]}
+                   {"type":"ephemeral","stream":S,"event":{...}}        (user_typing)
 channel -> gateway {"type":"events","items":[ITEM, ...]}   (ITEM encoded once, see below)
+                   {"type":"subscribed","id":N,"epoch":E,"moved":[...],"positions":{S:Q}}
                    {"type":"moved","epoch":E,"streams":[...]}
 
-An ITEM is ``{"stream":S,"seq":Q,"kind":K,"ref":R,"payload":"<the RTM event as JSON>"}``.
-The payload is the exact text every client receives, so a gateway never re-encodes it;
-``kind``/``ref`` let the gateway react to events such as ``channel_joined`` without parsing
-the payload.
+``after`` maps a stream to the last seq the gateway has; a stream without one starts from
+now. The channel server sends the missing events (recent buffer, else the event log), then
+``subscribed`` with each stream's position, on the same ordered queue as live events.
+
+An ITEM is ``{"stream":S,"seq":Q,"kind":K,"ref":R,"payload":"<the RTM event as JSON>"}``
+(plus ``"at":Q`` on channel_joined: the channel's seq before the join). The payload is the
+exact text every client receives, so a gateway never re-encodes it; ``kind``/``ref`` let the
+gateway react to events such as ``channel_joined`` without parsing the payload. Ephemeral
+items have seq 0 and are not ordered.
 """
 
 from __future__ import annotations
