@@ -6,15 +6,37 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from cluster import settings as settings_mod
-from cluster.ring import Ring
-from ops import cluster
+from cluster.settings import Settings
+from ops import cluster, progress, ringops, views
 
-TRIO_ROLES = ("admin_server", "channel_server", "gateway_server", "presence_server")
+TRIO_ROLES = ("admin_server", "channel_server", "gateway_server", "presence_server",
+              "ring_manager")
+
+
+def _trio_main(args: argparse.Namespace, settings: Settings,
+               addr: Path | None) -> Callable[[], Any]:
+    """The role's ``main`` with its arguments bound; imported late so that a process
+    loads only its own service."""
+    if args.role == "channel_server":
+        from channel_server.server import main
+        return partial(main, settings, args.name, args.port, args.http_port, addr)
+    if args.role == "gateway_server":
+        from gateway_server.server import main
+        return partial(main, settings, args.name, args.port, args.http_port, addr)
+    if args.role == "admin_server":
+        from admin_server.server import main
+        return partial(main, settings, args.name, args.port, addr)
+    if args.role == "ring_manager":
+        from ring_manager.server import main
+        return partial(main, settings, args.name, args.port, addr)
+    from presence_server.server import main
+    return partial(main, settings, args.name, args.port, addr)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,18 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     import trio
 
-    if args.role == "channel_server":
-        from channel_server.server import main
-        fn = partial(main, settings, args.name, args.port, args.http_port, addr)
-    elif args.role == "gateway_server":
-        from gateway_server.server import main
-        fn = partial(main, settings, args.name, args.port, args.http_port, addr)
-    elif args.role == "admin_server":
-        from admin_server.server import main
-        fn = partial(main, settings, args.name, args.port, addr)
-    else:
-        from presence_server.server import main
-        fn = partial(main, settings, args.name, args.port, addr)
+    fn = _trio_main(args, settings, addr)
 
     async def until_signal() -> None:
         from cluster.service import unregister
@@ -72,12 +83,19 @@ def _print(doc: Any, as_json: bool, text: str) -> None:
 def _up(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args)
     current = cluster.status(run_dir)
+    # every process up is "running", even with ring problems: those are for `ring`/`status`
+    # to show and fix, not a reason to restart the whole cluster
     if current and all(p["healthy"] for p in current["processes"]):
         print(f"cluster already running: {current['webapp_url']}")
+        for problem in current["problems"]:
+            print(f"  warning: {problem}")
         return 0
+    # our own previous processes may hold leases for a moment after they stopped
+    own = {p["pid"] for p in current["processes"]} if current else set()
     cluster.stop(run_dir)
-    counts = cluster.Counts(channels=args.channels, gateways=args.gateways, admins=args.admins)
-    state = cluster.start(settings_mod.load(args.config), run_dir, counts)
+    counts = cluster.Counts(channels=args.channels, gateways=args.gateways, admins=args.admins,
+                            standby=args.standby_channels, ring_managers=args.ring_managers)
+    state = cluster.start(settings_mod.load(args.config), run_dir, counts, own_pids=own)
     demo = cluster.seed(run_dir, args.demo_users, team_name="Backchannel Demo")
     (run_dir / "demo.json").write_text(json.dumps(demo, indent=2))
     print(f"Backchannel is up: {len(state['processes'])} processes")
@@ -98,18 +116,15 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    doc = cluster.status(_run_dir(args))
+    run_dir = _run_dir(args)
+    doc = cluster.status(run_dir)
     if doc is None:
-        _print({"webapp_url": None, "processes": [], "ring": None}, args.json,
-               "no cluster running")
+        error = str(cluster.NoCluster(run_dir))
+        _print({"error": error, "webapp_url": None, "processes": [], "ring": None,
+                "healthy": False, "problems": [error]}, args.json, error)
         return 1
-    lines = [f"webapp_url: {doc['webapp_url']}", f"ring epoch {doc['ring']['epoch']}: "
-             f"{', '.join(doc['ring']['members'])}"]
-    lines += [f"  {p['name']:<12} {p['role']:<16} pid={p['pid']:<8} "
-              f"{'healthy' if p['healthy'] else 'DOWN':<8} {p['address']}"
-              for p in doc["processes"]]
-    _print(doc, args.json, "\n".join(lines))
-    return 0 if all(p["healthy"] for p in doc["processes"]) else 1
+    _print(doc, args.json, views.status_text(doc))
+    return 0 if doc["healthy"] else 1
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -122,24 +137,81 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _ring_show(args: argparse.Namespace) -> int:
-    state = cluster.load_state(_run_dir(args))
-    settings = settings_mod.load(state["config"] if state else args.config)
-    config = cluster.read_ring(settings)
-    share: dict[str, int] = dict.fromkeys(config.members, 0)
-    if config.members:
-        ring = Ring(config)
-        samples = 20_000
-        for i in range(samples):
-            share[ring.owner(f"C{i:09d}")] += 1
-    doc = {"epoch": config.epoch, "vnodes": 150,
-           "members": [{"name": n, "address": a,
-                        "share": round(share[n] / 20_000, 4)} for n, a in
-                       sorted(config.members.items())]}
-    lines = [f"ring epoch {config.epoch}, 150 vnodes per member"]
-    lines += [f"  {m['name']:<12} {m['address']:<28} {m['share']:.1%} of streams"
-              for m in doc["members"]]
-    _print(doc, args.json, "\n".join(lines))
+    doc = views.ring_doc(views.load_view(_run_dir(args)))
+    _print(doc, args.json, views.ring_text(doc))
     return 0
+
+
+def _ring_options(args: argparse.Namespace) -> ringops.Options:
+    return ringops.Options(dry_run=args.dry_run,
+                           timeout=getattr(args, "timeout", ringops.DEFAULT_TIMEOUT_S),
+                           progress=progress.wanted(args.json))
+
+
+def _ring_add(args: argparse.Namespace) -> int:
+    doc = ringops.add(_run_dir(args), args.name, _ring_options(args))
+    _print(doc, args.json, ringops.result_text(doc))
+    return 0
+
+
+def _ring_drain(args: argparse.Namespace) -> int:
+    doc = ringops.drain(_run_dir(args), args.name, _ring_options(args))
+    _print(doc, args.json, ringops.result_text(doc))
+    return 0
+
+
+def _ring_remove(args: argparse.Namespace) -> int:
+    doc = ringops.remove(_run_dir(args), args.name, _ring_options(args))
+    _print(doc, args.json, ringops.result_text(doc))
+    return 0
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _member_name(text: str) -> str:
+    if not ringops.NAME_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError("letters, digits, '.', '_' and '-' (at most 64)")
+    return text
+
+
+def _ring_parser(sub: Any) -> None:
+    ring = sub.add_parser("ring", help="the consistent-hash ring")
+    ring_sub = ring.add_subparsers(dest="ring_command", required=True)
+    show = ring_sub.add_parser("show", help="members, epoch, share of streams, standbys")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(fn=_ring_show)
+    ops = (("add", _ring_add, "start a channel server and put it on the ring"),
+           ("drain", _ring_drain, "move a member's streams away, then remove and stop it"),
+           ("remove", _ring_remove, "remove a (dead) member at once; stop it if it runs"))
+    for name, fn, text in ops:
+        cmd = ring_sub.add_parser(name, help=text)
+        if name == "add":
+            cmd.add_argument("--name", type=_member_name, help="default: next free channel-K")
+        else:
+            cmd.add_argument("name", metavar="NAME", type=_member_name,
+                             help="ring slot, or the process serving it")
+        cmd.add_argument("--dry-run", action="store_true",
+                         help="print how many streams and subscriptions would move; change "
+                              "nothing")
+        if name != "remove":
+            cmd.add_argument("--timeout", type=_seconds, default=ringops.DEFAULT_TIMEOUT_S,
+                             help="seconds to wait for each step (default %(default)g)")
+        cmd.add_argument("--json", action="store_true")
+        cmd.set_defaults(fn=fn)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -149,10 +221,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the local cluster and seed a demo workspace")
-    up.add_argument("--channels", type=int, default=3)
-    up.add_argument("--gateways", type=int, default=2)
-    up.add_argument("--admins", type=int, default=1)
-    up.add_argument("--demo-users", type=int, default=3)
+    up.add_argument("--channels", type=_count(1), default=3)
+    up.add_argument("--gateways", type=_count(1), default=2)
+    up.add_argument("--admins", type=_count(1), default=1)
+    up.add_argument("--standby-channels", type=_count(0), default=0,
+                    help="channel servers started but kept off the ring (for the ring manager)")
+    up.add_argument("--ring-managers", type=_count(0), default=1)
+    up.add_argument("--demo-users", type=_count(1), default=3)
     up.set_defaults(fn=_up)
     sub.add_parser("down", help="stop the local cluster").set_defaults(fn=_down)
 
@@ -166,11 +241,7 @@ def parser() -> argparse.ArgumentParser:
     sd.add_argument("--json", action="store_true")
     sd.set_defaults(fn=_seed)
 
-    ring = sub.add_parser("ring", help="the consistent-hash ring")
-    ring_sub = ring.add_subparsers(dest="ring_command", required=True)
-    show = ring_sub.add_parser("show", help="members, epoch and share of streams")
-    show.add_argument("--json", action="store_true")
-    show.set_defaults(fn=_ring_show)
+    _ring_parser(sub)
 
     serve = sub.add_parser("serve", help="run one service process (used by `up`)")
     serve.add_argument("role", choices=("webapp", *TRIO_ROLES))
@@ -199,12 +270,22 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when done, 1 when the cluster said no (or is missing), 2 for bad usage."""
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
     except cluster.ClusterError as exc:
-        print(f"backchannel: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, str(exc))
+    except KeyboardInterrupt:
+        # `ring add` has taken its half-joined member off the ring again by now
+        return _fail(args, "interrupted", 130)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 1) -> int:
+    print(f"backchannel: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}, indent=2))
+    return code
 
 
 if __name__ == "__main__":

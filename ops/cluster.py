@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import secrets
@@ -11,17 +13,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pymysql
 import redis
 
 from cluster import registry
 from cluster import settings as settings_mod
-from cluster.ring import RingConfig
+from cluster.ring import Member, RingConfig
 from cluster.settings import Settings
 from ops.addrfile import read_addr
+from ops.errors import ClusterError, NoCluster  # callers catch cluster.ClusterError
+from ops.isolation import check_prefix_free, describe_db_error
 
 DEFAULT_RUN_DIR = Path(os.environ.get("BACKCHANNEL_RUN_DIR", Path.cwd() / ".run"))
 START_TIMEOUT_S = 30.0
@@ -34,14 +40,15 @@ class Counts:
     channels: int = 3
     gateways: int = 2
     presence: int = 1
+    standby: int = 0  # channel servers started and leased but kept off the ring
+    # `backchannel up` asks for one; test clusters opt in, so that a test that kills a
+    # channel server decides itself whether something repairs the ring behind its back
+    ring_managers: int = 0
 
 
 ROLE_PREFIX = {"webapp": "webapp", "admin_server": "admin", "channel_server": "channel",
-               "gateway_server": "gateway", "presence_server": "presence"}
-
-
-class ClusterError(RuntimeError):
-    pass
+               "gateway_server": "gateway", "presence_server": "presence",
+               "ring_manager": "ring-manager"}
 
 
 def state_path(run_dir: Path) -> Path:
@@ -53,6 +60,50 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
         return json.loads(state_path(run_dir).read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def require_state(run_dir: Path) -> dict[str, Any]:
+    state = load_state(run_dir)
+    if state is None:
+        raise NoCluster(run_dir)
+    return state
+
+
+def run_settings(state: dict[str, Any]) -> Settings:
+    """The settings `up` wrote for this run dir's processes."""
+    return settings_mod.load(state["config"])
+
+
+def save_state(run_dir: Path, state: dict[str, Any]) -> None:
+    tmp = run_dir / "cluster.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, state_path(run_dir))
+
+
+@contextlib.contextmanager
+def _state_lock(run_dir: Path) -> Iterator[None]:
+    # two `ring` commands on one run dir must not lose each other's process entries
+    with open(run_dir / "cluster.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def update_processes(run_dir: Path,
+                     change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+    """Read-modify-write cluster.json's process list under a lock."""
+    with _state_lock(run_dir):
+        state = require_state(run_dir)
+        state["processes"] = change(state["processes"])
+        save_state(run_dir, state)
+
+
+def add_process(run_dir: Path, record: dict[str, Any]) -> None:
+    update_processes(run_dir, lambda ps: [p for p in ps if p["name"] != record["name"]]
+                     + [record])
+
+
+def forget_process(run_dir: Path, name: str) -> None:
+    update_processes(run_dir, lambda ps: [p for p in ps if p["name"] != name])
 
 
 def alive(pid: int) -> bool:
@@ -124,7 +175,15 @@ def wait_healthy(infos: list[dict[str, Any]]) -> None:
             time.sleep(0.1)
 
 
-def write_ring(settings: Settings, members: dict[str, str]) -> RingConfig:
+RingChange = Callable[[RingConfig], RingConfig | None]
+
+
+def update_ring(settings: Settings, change: RingChange) -> tuple[RingConfig, RingConfig]:
+    """Apply ``change`` to the ring in Redis with compare-and-set (WATCH/MULTI), retrying on
+    a concurrent write, so that a writer such as the ring manager never loses an update.
+    ``change`` sees the current config each try; it returns the new one (epoch bumped, as
+    RingConfig.with_* do), None to leave the ring alone, or raises to abort.
+    Returns (before, after)."""
     client = redis.Redis.from_url(settings.redis_url)
     key = registry.ring_key(settings.redis_prefix)
     try:
@@ -132,15 +191,28 @@ def write_ring(settings: Settings, members: dict[str, str]) -> RingConfig:
             while True:
                 try:
                     pipe.watch(key)
-                    config = RingConfig.from_json(pipe.get(key)).with_members(members)
+                    before = RingConfig.from_json(pipe.get(key))
+                    after = change(before)
+                    if after is None:
+                        pipe.unwatch()
+                        return before, before
                     pipe.multi()
-                    pipe.set(key, config.to_json())
+                    pipe.set(key, after.to_json())
                     pipe.execute()
-                    return config
+                    return before, after
                 except redis.WatchError:
                     continue
     finally:
         client.close()
+
+
+def write_ring(settings: Settings,
+               change: RingChange | Mapping[str, Member | str]) -> RingConfig:
+    """``update_ring`` returning the new config; a mapping replaces every member."""
+    if isinstance(change, Mapping):
+        members = dict(change)
+        return update_ring(settings, lambda config: config.with_members(members))[1]
+    return update_ring(settings, change)[1]
 
 
 def read_ring(settings: Settings) -> RingConfig:
@@ -161,25 +233,52 @@ def prepare_settings(settings: Settings, run_dir: Path) -> tuple[Settings, Path]
     return settings, config_path
 
 
-def start(settings: Settings, run_dir: Path, counts: Counts = Counts()) -> dict[str, Any]:
-    """Schema, then channel servers and the ring, then everything else; waits for health."""
+def ensure_database(settings: Settings) -> None:
+    """Create the schema; a database the SQL user may not use is a one-line error."""
     from webapp.schema import ensure_schema
 
-    asyncio.run(ensure_schema(settings))
+    try:
+        asyncio.run(ensure_schema(settings))
+    except pymysql.err.MySQLError as exc:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+        explained = describe_db_error(settings, code, message)
+        if explained is None:
+            raise
+        raise ClusterError(explained) from None
+
+
+def _spawn_all(run_dir: Path, config_path: Path, role: str,
+               names: list[str]) -> dict[str, subprocess.Popen]:
+    return {name: spawn(run_dir, role, name, config_path) for name in names}
+
+
+def _names(role: str, first: int, count: int) -> list[str]:
+    return [f"{ROLE_PREFIX[role]}-{i}" for i in range(first, first + count)]
+
+
+def start(settings: Settings, run_dir: Path, counts: Counts = Counts(),
+          own_pids: Collection[int] = ()) -> dict[str, Any]:
+    """Checks (Redis prefix free, schema), then channel servers and the ring, then
+    everything else; waits for health. ``own_pids``: this run dir's previous processes,
+    whose leases may still be live for a moment after they were stopped."""
+    check_prefix_free(settings, own_pids)
+    ensure_database(settings)
     settings, config_path = prepare_settings(settings, run_dir)
     procs: dict[str, subprocess.Popen] = {}
     try:
-        channels = {f"channel-{i}": spawn(run_dir, "channel_server", f"channel-{i}", config_path)
-                    for i in range(1, counts.channels + 1)}
-        procs.update(channels)
-        infos = wait_addrs(run_dir, channels)
-        write_ring(settings, {n: i["url"] for n, i in sorted(infos.items())})
+        ring_names = _names("channel_server", 1, counts.channels)
+        procs.update(_spawn_all(run_dir, config_path, "channel_server",
+                                ring_names + _names("channel_server", counts.channels + 1,
+                                                    counts.standby)))
+        infos = wait_addrs(run_dir, procs)
+        write_ring(settings, {n: infos[n]["url"] for n in sorted(ring_names)})
         rest: dict[str, subprocess.Popen] = {}
+        # ring managers last: the ring they watch over exists by then
         for role, count in (("presence_server", counts.presence), ("admin_server", counts.admins),
-                            ("webapp", counts.webapps), ("gateway_server", counts.gateways)):
-            for i in range(1, count + 1):
-                name = f"{ROLE_PREFIX[role]}-{i}"
-                rest[name] = spawn(run_dir, role, name, config_path)
+                            ("webapp", counts.webapps), ("gateway_server", counts.gateways),
+                            ("ring_manager", counts.ring_managers)):
+            rest.update(_spawn_all(run_dir, config_path, role, _names(role, 1, count)))
         procs.update(rest)
         infos.update(wait_addrs(run_dir, rest))
         wait_healthy(list(infos.values()))
@@ -190,7 +289,7 @@ def start(settings: Settings, run_dir: Path, counts: Counts = Counts()) -> dict[
     webapp = next(i for i in infos.values() if i["role"] == "webapp")
     state = {"webapp_url": webapp["webapp_url"], "config": str(config_path),
              "processes": [{**infos[n], "pid": procs[n].pid} for n in procs]}
-    state_path(run_dir).write_text(json.dumps(state, indent=2))
+    save_state(run_dir, state)
     return state
 
 
@@ -201,11 +300,8 @@ def _terminate(pid: int) -> None:
         pass
 
 
-def stop(run_dir: Path, timeout: float = 10.0) -> int:
-    state = load_state(run_dir)
-    if state is None:
-        return 0
-    pids = [p["pid"] for p in state["processes"]]
+def stop_pids(pids: Collection[int], timeout: float = 10.0) -> None:
+    """SIGTERM, wait up to ``timeout`` for a clean exit, then SIGKILL what is left."""
     for pid in pids:
         _terminate(pid)
     deadline = time.monotonic() + timeout
@@ -217,33 +313,28 @@ def stop(run_dir: Path, timeout: float = 10.0) -> int:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def stop(run_dir: Path, timeout: float = 10.0) -> int:
+    state = load_state(run_dir)
+    if state is None:
+        return 0
+    pids = [p["pid"] for p in state["processes"]]
+    stop_pids(pids, timeout)
     state_path(run_dir).unlink(missing_ok=True)
     return len(pids)
 
 
 def status(run_dir: Path) -> dict[str, Any] | None:
-    state = load_state(run_dir)
-    if state is None:
-        return None
-    settings = settings_mod.load(state["config"])
-    processes = []
-    for p in state["processes"]:
-        up = alive(p["pid"])
-        processes.append({"name": p["name"], "role": p["role"], "pid": p["pid"],
-                          "address": p["url"], "healthy": up and healthy(p)})
-    try:
-        ring = read_ring(settings)
-        ring_doc = {"epoch": ring.epoch, "members": sorted(ring.members)}
-    except redis.RedisError:
-        ring_doc = {"epoch": None, "members": [], "error": "redis unreachable"}
-    return {"webapp_url": state["webapp_url"], "processes": processes, "ring": ring_doc}
+    """See ops.views.status."""
+    from ops.views import status as status_doc
+
+    return status_doc(run_dir)
 
 
 def seed(run_dir: Path, users: int, team_name: str | None = None) -> dict[str, Any]:
-    state = load_state(run_dir)
-    if state is None:
-        raise ClusterError("no cluster running; start one with `backchannel up`")
-    settings = settings_mod.load(state["config"])
+    state = require_state(run_dir)
+    settings = run_settings(state)
     base = state["webapp_url"].removesuffix("/api/")
     body: dict[str, Any] = {"users": users}
     if team_name:

@@ -25,6 +25,10 @@ def test_status_json_contract(cluster):
         assert proc["healthy"] is True and proc["pid"] > 0
     assert doc["ring"]["epoch"] >= 1
     assert doc["ring"]["members"] == ["channel-1", "channel-2", "channel-3"]
+    assert doc["healthy"] is True and doc["problems"] == []
+    for slot, detail in doc["ring"]["detail"].items():
+        assert detail["state"] == "active" and detail["process"] == slot
+        assert detail["alive"] is True and detail["url"].startswith("ws://")
 
 
 def test_seed_json_creates_working_tokens(cluster):
@@ -48,6 +52,9 @@ def test_ring_show(cluster):
     assert [m["name"] for m in doc["members"]] == ["channel-1", "channel-2", "channel-3"]
     assert abs(sum(m["share"] for m in doc["members"]) - 1) < 1e-3
     assert all(0.2 < m["share"] < 0.47 for m in doc["members"])
+    assert all(m["state"] == "active" and m["alive"] and m["process"] == m["name"]
+               and isinstance(m["subscriptions"], int) for m in doc["members"])
+    assert doc["standby"] == []
     text = cli(cluster, "ring", "show")
     assert "150 vnodes" in text.stdout and "channel-2" in text.stdout
 
@@ -56,4 +63,5 @@ def test_status_without_cluster_says_so(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ops.cli", "--run-dir", str(tmp_path),
                           "status", "--json"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
-    assert json.loads(out.stdout)["processes"] == []
+    doc = json.loads(out.stdout)
+    assert doc["processes"] == [] and doc["error"] == f"no cluster running in {tmp_path}"
