@@ -63,6 +63,7 @@ class ChannelServer:
         self.name = name
         self.watcher = watcher
         self.slot: str | None = None
+        self.http_url = ""
         self.links: set[GatewayLink] = set()
         self.subs: dict[str, set[GatewayLink]] = {}
         self.streams: dict[str, StreamState] = {}
@@ -80,7 +81,7 @@ class ChannelServer:
 
     def lease(self) -> dict[str, Any]:
         """Extra lease fields: enough for a ring manager to rebuild a ring Redis lost."""
-        return {"slot": self.slot, "epoch": self.watcher.ring.epoch}
+        return {"slot": self.slot, "epoch": self.watcher.ring.epoch, "http_url": self.http_url}
 
     def owns(self, stream: str, ring: Ring | None = None) -> bool:
         ring = ring or self.watcher.ring
@@ -429,6 +430,7 @@ async def main(settings: Settings, name: str, port: int, http_port: int,
         url = f"ws://{settings.bind_host}:{ws_server.port}"
         app = service.http_app("channel_server", server.status,
                                [Route("/streams", server.streams_endpoint, methods=["GET"])])
-        http_url = await nursery.start(service.serve_http, app, settings.bind_host, http_port)
+        http_url = server.http_url = await nursery.start(service.serve_http, app,
+                                                         settings.bind_host, http_port)
         await service.announce(settings, "channel_server", name, url, http_url, addr_file,
                                task_status, server.lease)

@@ -257,6 +257,16 @@ def parser() -> argparse.ArgumentParser:
                        help="RTM sockets (one user each) that must all receive every post")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(fn=_bench)
+
+    chaos = sub.add_parser("chaos", help="ring add, drain and kill -9 under load: lost, "
+                                         "duplicated, reordered, failover time")
+    chaos.add_argument("--kills", type=_count(0), default=10)
+    chaos.add_argument("--rate", type=float, default=50.0, help="posts per second")
+    chaos.add_argument("--members", type=_count(1), default=20, help="connected RTM users")
+    chaos.add_argument("--rooms", type=_count(1), default=10, help="channels posted to")
+    chaos.add_argument("--seconds", type=float, default=5.0, help="posting time per phase")
+    chaos.add_argument("--json", action="store_true")
+    chaos.set_defaults(fn=_chaos)
     return p
 
 
@@ -267,6 +277,16 @@ def _bench(args: argparse.Namespace) -> int:
     lines = [f"{k}: {v}" for k, v in doc.items()]
     _print(doc, args.json, "\n".join(lines))
     return 0
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from ops.chaos import run
+
+    doc = run(_run_dir(args), args.kills, args.rate, args.members, args.rooms, args.seconds)
+    _print(doc, args.json, json.dumps(doc, indent=2))
+    phases = [doc["rest"], doc["add"], doc["drain"], *doc["kills"]]
+    clean = all(p["lost"] == p["duplicated"] == p["reordered"] == 0 for p in phases)
+    return 0 if clean else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,18 +111,29 @@ async def run(api: str, poster: str, members: list[str], channels: list[str], *,
             else:
                 failed += 1
 
+        fault_done = trio.Event()
+
         async def faulter() -> None:
-            await trio.sleep(fault_after)
-            fault_at.append(time.monotonic())
-            await fault()  # type: ignore[misc]
+            try:
+                await trio.sleep(fault_after)
+                fault_at.append(time.monotonic())
+                await fault()  # type: ignore[misc]
+            finally:
+                fault_done.set()
 
         if fault is not None:
             nursery.start_soon(faulter)
+        else:
+            fault_done.set()
         async with trio.open_nursery() as posters:
             start = trio.current_time()  # trio's clock, not time.monotonic(): another origin
-            for i in range(int(rate * seconds)):
+            i = 0
+            # posts go on for `seconds`, and for as long as the fault takes (a drain that
+            # waits for subscriptions to move is measured under load from start to end)
+            while i < rate * seconds or not fault_done.is_set():
                 await trio.sleep_until(start + i / rate)
                 posters.start_soon(post, i)
+                i += 1
         for acks in acked.values():
             acks.sort()
         with trio.move_on_after(settle):
