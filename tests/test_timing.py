@@ -79,7 +79,8 @@ async def test_upstream_subscribe_raises_too_slow_when_never_connected(autojump_
         raise AssertionError("no frames expected")
 
     upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", "s3cret", wanted=set,
-                        on_frame=on_frame)
+                        on_frame=on_frame, positions=lambda streams: {},
+                        on_subscribed=lambda up, frame: None)
     start = trio.current_time()
     with pytest.raises(trio.TooSlowError):
         await upstream.subscribe(["C1", "C2"], epoch=1)
@@ -92,14 +93,16 @@ async def test_upstream_subscribe_times_out_when_no_answer(autojump_clock):
         raise AssertionError("no frames expected")
 
     upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", "s3cret", wanted=set,
-                        on_frame=on_frame)
+                        on_frame=on_frame, positions=lambda streams: {"C1": 7},
+                        on_subscribed=lambda up, frame: None)
     ws = RecordingSocket()
     upstream._ws = ws
     upstream._up.set()
     with pytest.raises(trio.TooSlowError):
         await upstream.subscribe(["C2", "C1", "C1"], epoch=4)
+    # the position we have goes with the subscribe: the owner catches us up from there
     assert ws.sent == [{"type": "subscribe", "id": ws.sent[0]["id"], "epoch": 4,
-                        "streams": ["C1", "C2"]}]
+                        "streams": ["C1", "C2"], "after": {"C1": 7}}]
     assert upstream.subscribed == set()
     # like ChannelLink's slots, the waiter for the unanswered request must not outlive it
     # (otherwise every timed-out subscribe on a live link leaks one entry until reconnect)
