@@ -40,7 +40,8 @@ LINKS = Gauge("backchannel_channel_server_gateway_links", "Connected gateway lin
 QUEUED = Gauge("backchannel_channel_server_queue_length", "Items queued to gateways")
 SUBS = Gauge("backchannel_channel_server_subscriptions", "Stream subscriptions held")
 MAX_BATCH = 256
-MAX_HELD = 10_000  # live events held for one stream while its subscriber catches up
+MAX_HELD = 10_000
+REPAIR_FAILURES = 3  # live events held for one stream while its subscriber catches up
 
 
 class Control(str):
@@ -170,7 +171,10 @@ class ChannelServer:
         mine = [s for s in streams if s not in set(moved)]
         await self._load(mine)
         for stream in mine:
-            if link.closed.is_set() or not self.owns(stream):
+            if stream not in self.streams or not self.streams[stream].loaded:
+                # lost and regained while we awaited (a ring flapping): a fresh state
+                await self._load([stream])
+            if link.closed.is_set() or not self.owns(stream) or stream not in self.streams:
                 continue  # the ring moved on while we loaded: the answer below says so
             self.subs.setdefault(stream, set()).add(link)
             link.streams.add(stream)
@@ -330,10 +334,14 @@ class ChannelServer:
                 self._watch_gap(stream, state)
 
     async def _repair(self, stream: str) -> None:
-        """Wait briefly for late events; then fetch the missing seqs from the event log."""
+        """Wait briefly for late events; then fill gaps from the event log for as long as
+        there are any. A gap is skipped only when the log itself could not fill it
+        (REPAIR_FAILURES times in a row): running out of rounds while new gaps keep
+        opening must never drop events the log has."""
         try:
             await trio.sleep(self.settings.gap_wait_s)
-            for _ in range(3):
+            failures = 0
+            while failures < REPAIR_FAILURES:
                 state = self.streams.get(stream)
                 if state is None or state.gap is None:
                     return
@@ -342,13 +350,18 @@ class ChannelServer:
                     fetched = await self.log.fetch(stream, first - 1,  # type: ignore[union-attr]
                                                    upto - 1)
                 except OSError:
+                    failures += 1
                     await trio.sleep(self.settings.gap_wait_s)
                     continue
                 if self.streams.get(stream) is not state:
                     return  # moved away meanwhile
                 for seq, event in fetched:
                     self._fanout(stream, state.offer(seq, wire.encode_item(stream, seq, event)))
-                GAPS.labels("repaired").inc()
+                if state.gap is not None and state.gap[0] == first:
+                    failures += 1
+                else:
+                    failures = 0
+                    GAPS.labels("repaired").inc()
             state = self.streams.get(stream)
             if state is not None and state.gap is not None:
                 GAPS.labels("skipped").inc()
@@ -357,6 +370,9 @@ class ChannelServer:
                 self._fanout(stream, state.skip_gap())
         finally:
             self.repairing.discard(stream)
+            state = self.streams.get(stream)
+            if state is not None:
+                self._watch_gap(stream, state)  # a gap that opened as we were leaving
 
     async def check_heads(self) -> None:
         """Periodically compare the heads of subscribed streams with the event log: a lost

@@ -103,7 +103,7 @@ class Gateway:
     async def _rebalance(self) -> None:
         epoch = self.watcher.ring.epoch
         for member, up in list(self.upstreams.items()):
-            await up.unsubscribe(up.subscribed - self._wanted(member), epoch)
+            await up.unsubscribe(up.held() - self._wanted(member), epoch)
         await self.ensure_subscribed(set(self.local))
 
     async def ensure_subscribed(self, streams: set[str]) -> bool:
@@ -186,7 +186,7 @@ class Gateway:
             self._deliver(wire.field(frame, "items", list))
         elif frame["type"] == "moved":
             streams = [s for s in wire.str_list(frame, "streams") if s in self.local]
-            up.subscribed.difference_update(streams)
+            up.forget(streams)
             await self.watcher.refresh()
             if streams and self.nursery is not None:
                 self.nursery.start_soon(self.ensure_subscribed, set(streams))
@@ -208,7 +208,6 @@ class Gateway:
             if up is not None:
                 moved = await up.subscribe([stream], ring.epoch)
                 if moved:
-                    up.subscribed.discard(stream)
                     await self.ensure_subscribed({stream})
         except (LookupError, trio.TooSlowError):
             log.warning("resync failed; the next item retries it")

@@ -38,6 +38,10 @@ class Upstream:
         self._up = trio.Event()
         self._ids = itertools.count(1)
         self._acks: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        # streams of each subscribe still unanswered: `subscribed` changes only in frame
+        # order (the answer), and an unsubscribe or `moved` meanwhile takes them out here,
+        # so a late answer cannot mark as subscribed a stream the server no longer serves us
+        self._pending: dict[int, set[str]] = {}
         self.cancel = trio.CancelScope()
 
     async def run(self, epoch: Callable[[], int]) -> None:
@@ -65,6 +69,7 @@ class Upstream:
                     self._ws = None
                     self._up = trio.Event()
                     self.subscribed.clear()
+                    self._pending.clear()
                     for done, _ in self._acks.values():
                         done.set()
                     self._acks.clear()
@@ -82,8 +87,11 @@ class Upstream:
                 log.warning("bad frame from %s: %s", self.member, exc)
                 continue
             if frame["type"] == "subscribed":
-                # positions are taken here, in frame order: the live events that follow
-                # this answer are judged against them
+                # subscriptions and positions are taken here, in frame order: the live
+                # events that follow this answer are judged against them
+                asked = self._pending.pop(frame.get("id"), set())  # type: ignore[arg-type]
+                moved = frame.get("moved")
+                self.subscribed.update(asked - set(moved if isinstance(moved, list) else ()))
                 try:
                     self.on_subscribed(self, frame)
                 except wire.BadFrame as exc:
@@ -109,12 +117,23 @@ class Upstream:
             for start in range(0, len(streams), CHUNK):
                 chunk = streams[start:start + CHUNK]
                 moved += await self._request("subscribe", chunk, epoch)
-                self.subscribed.update(s for s in chunk if s not in moved)
         return moved
 
+    def held(self) -> set[str]:
+        """Streams subscribed here, or asked for and not answered yet."""
+        return self.subscribed.union(*self._pending.values())
+
+    def forget(self, streams: Iterable[str]) -> set[str]:
+        """No longer subscribed here (unsubscribed, or moved away); returns which were."""
+        held = self.held()
+        gone = {s for s in streams if s in held}
+        self.subscribed.difference_update(gone)
+        for asked in self._pending.values():
+            asked.difference_update(gone)
+        return gone
+
     async def unsubscribe(self, streams: Iterable[str], epoch: int) -> None:
-        streams = [s for s in streams if s in self.subscribed]
-        self.subscribed.difference_update(streams)
+        streams = sorted(self.forget(streams))
         ws = self._ws
         if ws is None or not streams:
             return
@@ -139,6 +158,7 @@ class Upstream:
         frame_id = next(self._ids)
         done, replies = trio.Event(), []
         self._acks[frame_id] = (done, replies)
+        self._pending[frame_id] = set(streams)
         try:
             await ws.send_message(wire.dumps(
                 {"type": kind, "id": frame_id, "epoch": epoch, "streams": streams,
