@@ -37,15 +37,20 @@ class Positions:
         self.pos[stream] = seq
         return "deliver"
 
-    def answered(self, stream: str, seq: int) -> int:
-        """The owner's answer to a subscribe comes after any catch-up it sent, so its
-        position is where we now stand. Returns how many seqs had to be skipped (only when
-        the event log could not fill a gap): normally 0."""
+    def answered(self, stream: str, seq: int, caught_up: bool = True) -> int:
+        """The owner's answer to a subscribe. With a position sent (``caught_up``), it
+        comes after the catch-up from that position, so its position is where we now
+        stand, and running ahead of ours means the event log could not fill a gap: we go
+        on from there and return how many seqs were skipped (normally 0). Without one
+        ("from now") it only gives a first position: during a ring change another owner's
+        "now" may be ahead of events still on their way to us from the old one."""
         self.syncing.discard(stream)
         at = self.pos.get(stream)
-        if at is None or seq > at:
+        if at is None:
             self.pos[stream] = seq
-            return 0 if at is None else seq - at
+        elif caught_up and seq > at:
+            self.pos[stream] = seq
+            return seq - at
         return 0
 
     def resync_failed(self, stream: str) -> None:

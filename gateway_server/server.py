@@ -70,17 +70,16 @@ class Gateway:
     def _positions(self, streams: Iterable[str]) -> dict[str, int]:
         return self.positions.of(streams)
 
-    def _on_subscribed(self, up: Upstream, frame: dict[str, Any]) -> None:
-        """The channel server's answer follows any catch-up it sent: its position for each
-        stream is where we stand now. Only a gap the event log could not fill makes it run
-        ahead of ours, and then the stream goes on from there."""
+    def _on_subscribed(self, up: Upstream, frame: dict[str, Any], caught_up: set[str]) -> None:
+        """The channel server's answer follows any catch-up it sent: for a stream we sent a
+        position for, its position is where we stand now (see Positions.answered)."""
         positions = frame.get("positions") or {}
         if not isinstance(positions, dict):
             raise wire.BadFrame("positions")
         for stream, seq in positions.items():
             if stream not in self.local or type(seq) is not int:
                 continue
-            skipped = self.positions.answered(stream, seq)
+            skipped = self.positions.answered(stream, seq, stream in caught_up)
             if skipped:
                 POSITIONS.labels("skipped").inc(skipped)
                 log.error("stream position jumped after catch-up: missing=%d", skipped)

@@ -17,7 +17,7 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 CHUNK = 5000
 
 FrameHandler = Callable[["Upstream", dict[str, Any]], Awaitable[None]]
-AnswerHandler = Callable[["Upstream", dict[str, Any]], None]
+AnswerHandler = Callable[["Upstream", dict[str, Any], set[str]], None]
 Positions = Callable[[Iterable[str]], dict[str, int]]
 
 
@@ -42,6 +42,7 @@ class Upstream:
         # order (the answer), and an unsubscribe or `moved` meanwhile takes them out here,
         # so a late answer cannot mark as subscribed a stream the server no longer serves us
         self._pending: dict[int, set[str]] = {}
+        self._from: dict[int, set[str]] = {}  # the streams each subscribe sent a position for
         self.cancel = trio.CancelScope()
 
     async def run(self, epoch: Callable[[], int]) -> None:
@@ -70,6 +71,7 @@ class Upstream:
                     self._up = trio.Event()
                     self.subscribed.clear()
                     self._pending.clear()
+                    self._from.clear()
                     for done, _ in self._acks.values():
                         done.set()
                     self._acks.clear()
@@ -90,10 +92,11 @@ class Upstream:
                 # subscriptions and positions are taken here, in frame order: the live
                 # events that follow this answer are judged against them
                 asked = self._pending.pop(frame.get("id"), set())  # type: ignore[arg-type]
+                caught_up = self._from.pop(frame.get("id"), set())  # type: ignore[arg-type]
                 moved = frame.get("moved")
                 self.subscribed.update(asked - set(moved if isinstance(moved, list) else ()))
                 try:
-                    self.on_subscribed(self, frame)
+                    self.on_subscribed(self, frame, caught_up)
                 except wire.BadFrame as exc:
                     log.warning("bad subscribed frame from %s: %s", self.member, exc)
                 waiter = self._acks.pop(frame.get("id"), None)  # type: ignore[arg-type]
@@ -159,10 +162,12 @@ class Upstream:
         done, replies = trio.Event(), []
         self._acks[frame_id] = (done, replies)
         self._pending[frame_id] = set(streams)
+        after = self.positions(streams)
+        self._from[frame_id] = set(after)
         try:
             await ws.send_message(wire.dumps(
                 {"type": kind, "id": frame_id, "epoch": epoch, "streams": streams,
-                 "after": self.positions(streams)}))
+                 "after": after}))
             await done.wait()
         except ConnectionClosed as exc:
             raise trio.TooSlowError from exc

@@ -142,3 +142,17 @@ def test_seq_zero_and_below_is_never_ordered():
     state = loaded(0)
     assert state.offer(0, "typing") == []
     assert state.offer(-3, "bad") == []
+
+
+def test_gateway_positions_a_from_now_answer_never_jumps_a_position():
+    from gateway_server.positions import Positions
+
+    p = Positions()
+    assert p.answered("C1", 5, caught_up=False) == 0 and p.pos["C1"] == 5
+    assert p.judge("C1", 6) == "deliver"
+    # another owner's "from now" is ahead of events still on their way from the old one
+    assert p.answered("C1", 9, caught_up=False) == 0 and p.pos["C1"] == 6
+    assert [p.judge("C1", s) for s in (7, 7, 9, 10)] == ["deliver", "drop", "resync", "wait"]
+    # after a catch-up from our position, a position ahead is a hole the log could not fill
+    assert p.answered("C1", 12, caught_up=True) == 5 and p.pos["C1"] == 12
+    assert "C1" not in p.syncing

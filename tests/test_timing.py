@@ -80,7 +80,7 @@ async def test_upstream_subscribe_raises_too_slow_when_never_connected(autojump_
 
     upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", "s3cret", wanted=set,
                         on_frame=on_frame, positions=lambda streams: {},
-                        on_subscribed=lambda up, frame: None)
+                        on_subscribed=lambda up, frame, caught_up: None)
     start = trio.current_time()
     with pytest.raises(trio.TooSlowError):
         await upstream.subscribe(["C1", "C2"], epoch=1)
@@ -94,7 +94,7 @@ async def test_upstream_subscribe_times_out_when_no_answer(autojump_clock):
 
     upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", "s3cret", wanted=set,
                         on_frame=on_frame, positions=lambda streams: {"C1": 7},
-                        on_subscribed=lambda up, frame: None)
+                        on_subscribed=lambda up, frame, caught_up: None)
     ws = RecordingSocket()
     upstream._ws = ws
     upstream._up.set()
