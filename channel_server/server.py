@@ -59,9 +59,11 @@ class GatewayLink:
 
 
 class ChannelServer:
-    def __init__(self, settings: Settings, name: str, watcher: service.RingWatcher) -> None:
+    def __init__(self, settings: Settings, name: str, watcher: service.RingWatcher,
+                 standby: bool = False) -> None:
         self.settings = settings
         self.name = name
+        self.standby = standby  # offered to the ring manager as a spare for a dead member
         self.watcher = watcher
         self.slot: str | None = None
         self.http_url = ""
@@ -82,7 +84,8 @@ class ChannelServer:
 
     def lease(self) -> dict[str, Any]:
         """Extra lease fields: enough for a ring manager to rebuild a ring Redis lost."""
-        return {"slot": self.slot, "epoch": self.watcher.ring.epoch, "http_url": self.http_url}
+        return {"slot": self.slot, "epoch": self.watcher.ring.epoch, "http_url": self.http_url,
+                "standby": self.standby}
 
     def owns(self, stream: str, ring: Ring | None = None) -> bool:
         ring = ring or self.watcher.ring
@@ -428,12 +431,12 @@ def _positions(frame: dict[str, Any]) -> dict[str, int]:
 
 
 async def main(settings: Settings, name: str, port: int, http_port: int,
-               addr_file: Any = None, *,
+               addr_file: Any = None, *, standby: bool = False,
                task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
     from trio_websocket import serve_websocket
 
     watcher = service.RingWatcher(settings)
-    server = ChannelServer(settings, name, watcher)
+    server = ChannelServer(settings, name, watcher, standby)
     async with httpx.AsyncClient(timeout=5.0) as http, trio.open_nursery() as nursery:
         server.log = EventLog(settings, http)
         server.nursery = nursery

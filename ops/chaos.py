@@ -99,7 +99,7 @@ def run(run_dir: Path, kills: int, rate: float, members: int, rooms: int,
 def _kill_round(run_dir: Path, phase: Any, channels: list[str], i: int) -> dict[str, Any]:
     view = load_view(run_dir)
     if not view.standby():
-        ringops._start_channel(view, ringops.next_name(view))
+        ringops._start_channel(view, ringops.next_name(view), standby=True)
         view = load_view(run_dir)
     ring = Ring(view.config)
     owners = sorted({ring.process(c) for c in channels})

@@ -25,7 +25,8 @@ def _trio_main(args: argparse.Namespace, settings: Settings,
     loads only its own service."""
     if args.role == "channel_server":
         from channel_server.server import main
-        return partial(main, settings, args.name, args.port, args.http_port, addr)
+        return partial(main, settings, args.name, args.port, args.http_port, addr,
+                       standby=args.standby)
     if args.role == "gateway_server":
         from gateway_server.server import main
         return partial(main, settings, args.name, args.port, args.http_port, addr)
@@ -249,6 +250,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--http-port", type=int, default=0)
     serve.add_argument("--addr-file")
+    serve.add_argument("--standby", action="store_true",
+                       help="channel_server: offer this process to the ring manager as a "
+                            "spare for a dead member (a process `ring add` starts is not one)")
     serve.set_defaults(fn=_serve)
 
     bench = sub.add_parser("bench", help="post->receive latency and post throughput")

@@ -121,13 +121,14 @@ def alive(pid: int) -> bool:
         return True
 
 
-def spawn(run_dir: Path, role: str, name: str, config_path: Path) -> subprocess.Popen:
+def spawn(run_dir: Path, role: str, name: str, config_path: Path,
+          standby: bool = False) -> subprocess.Popen:
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     addr = run_dir / f"{name}.addr.json"
     addr.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "ops.cli", "--config", str(config_path), "serve", role,
-           "--name", name, "--addr-file", str(addr)]
+           "--name", name, "--addr-file", str(addr)] + (["--standby"] if standby else [])
     with open(logs / f"{name}.log", "ab") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -248,9 +249,9 @@ def ensure_database(settings: Settings) -> None:
         raise ClusterError(explained) from None
 
 
-def _spawn_all(run_dir: Path, config_path: Path, role: str,
-               names: list[str]) -> dict[str, subprocess.Popen]:
-    return {name: spawn(run_dir, role, name, config_path) for name in names}
+def _spawn_all(run_dir: Path, config_path: Path, role: str, names: list[str],
+               standby: bool = False) -> dict[str, subprocess.Popen]:
+    return {name: spawn(run_dir, role, name, config_path, standby) for name in names}
 
 
 def _names(role: str, first: int, count: int) -> list[str]:
@@ -268,9 +269,10 @@ def start(settings: Settings, run_dir: Path, counts: Counts = Counts(),
     procs: dict[str, subprocess.Popen] = {}
     try:
         ring_names = _names("channel_server", 1, counts.channels)
+        procs.update(_spawn_all(run_dir, config_path, "channel_server", ring_names))
         procs.update(_spawn_all(run_dir, config_path, "channel_server",
-                                ring_names + _names("channel_server", counts.channels + 1,
-                                                    counts.standby)))
+                                _names("channel_server", counts.channels + 1, counts.standby),
+                                standby=True))
         infos = wait_addrs(run_dir, procs)
         write_ring(settings, {n: infos[n]["url"] for n in sorted(ring_names)})
         rest: dict[str, subprocess.Popen] = {}

@@ -139,9 +139,9 @@ def next_name(view: View) -> str:
     return f"channel-{k}"
 
 
-def _start_channel(view: View, name: str) -> dict[str, Any]:
+def _start_channel(view: View, name: str, standby: bool = False) -> dict[str, Any]:
     """Spawn a channel server like `up` does and record it in cluster.json."""
-    proc = spawn(view.run_dir, "channel_server", name, Path(view.state["config"]))
+    proc = spawn(view.run_dir, "channel_server", name, Path(view.state["config"]), standby)
     try:
         info = wait_addrs(view.run_dir, {name: proc})[name]
         wait_healthy([info])

@@ -43,7 +43,8 @@ class View:
 
     def standby(self) -> list[str]:
         serving = {m.process for m in self.config.members.values()}
-        return sorted(set(self.leases.get("channel_server", {})) - serving)
+        return sorted(p for p, lease in self.leases.get("channel_server", {}).items()
+                      if p not in serving and lease.get("standby") is True)
 
     def member_streams(self, slot: str) -> dict[str, int] | None:
         """stream -> subscribed gateways at the process serving ``slot`` (None: unreadable)."""

@@ -36,7 +36,9 @@ def heal(config: RingConfig, leases: Mapping[str, Mapping[str, Any]], live: Live
     nothing needs to change. Returns the actions taken, for the log."""
     members = dict(config.members)
     serving = {m.process for m in members.values()}
-    standby = sorted(p for p in leases if p not in serving)
+    # only processes offered as spares: one `ring add` has just started is not one
+    standby = sorted(p for p, lease in leases.items()
+                     if p not in serving and lease.get("standby") is True)
     actions: list[str] = []
     for slot, m in sorted(config.members.items()):
         lease = leases.get(m.process)

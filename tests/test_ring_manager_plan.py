@@ -31,7 +31,8 @@ def test_dead_member_is_replaced_by_a_standby_in_its_slot():
     config = ring("c1", "c2")
     live = Liveness(TTL, started_ms=0)
     live.observe({"c1": lease("ws://c1", 2000), "c2": lease("ws://c2", 2000)})
-    leases = {"c1": lease("ws://c1", 5000), "s1": lease("ws://s1", 5000)}  # c2's expired
+    leases = {"c1": lease("ws://c1", 5000), "s1": lease("ws://s1", 5000, standby=True),
+              "fresh": lease("ws://fresh", 5000)}  # c2's expired; `fresh` is no spare
     new, actions = heal(config, leases, live, 2001)
     assert new.epoch == 4
     assert new.members["c2"] == Member("ws://s1", "active", "s1")
@@ -45,12 +46,20 @@ def test_dead_member_is_replaced_by_a_standby_in_its_slot():
 def test_dead_member_without_standby_is_removed_and_dead_draining_is_never_replaced():
     config = RingConfig(1, {"c1": Member("ws://c1"), "c2": Member("ws://c2", "draining")})
     live = Liveness(TTL, started_ms=0)
-    leases = {"s1": lease("ws://s1", 9000)}
+    leases = {"s1": lease("ws://s1", 9000, standby=True)}
     new, actions = heal(config, leases, live, TTL + 1)
     assert set(new.members) == {"c1"} and new.members["c1"].process == "s1"
     assert "remove c2 (c2)" in actions
     new, _ = heal(config, {}, live, TTL + 1)
     assert new.members == {}
+
+
+def test_only_offered_spares_replace_a_dead_member():
+    config = ring("c1", "c2")
+    live = Liveness(TTL, started_ms=0)
+    leases = {"c1": lease("ws://c1", 9000), "added": lease("ws://added", 9000)}
+    new, actions = heal(config, leases, live, TTL + 1)
+    assert set(new.members) == {"c1"} and actions == ["remove c2 (c2)"]
 
 
 def test_a_wiped_registry_does_not_look_like_dead_members():
@@ -84,7 +93,7 @@ def test_a_process_back_at_a_new_address_is_readdressed():
        st.integers(0, 10_000))
 def test_heal_never_keeps_a_dead_member_and_never_touches_a_live_one(members, alive, now):
     config = ring(*sorted(members))
-    leases = {p: lease(f"ws://{p}", now + 1) for p in alive}
+    leases = {p: lease(f"ws://{p}", now + 1, standby=p.startswith("s")) for p in alive}
     live = Liveness(TTL, started_ms=now - TTL - 1)
     live.observe(leases)
     out = heal(config, leases, live, now)
