@@ -92,7 +92,10 @@ class StreamState:
             return []
         if not self.recent or self.recent[0][0] > after + 1:
             return None
-        return [(s, item) for s, item in self.recent if s > after]
+        lacking = [(s, item) for s, item in self.recent if s > after]
+        if [s for s, _ in lacking] != list(range(after + 1, self.head + 1)):
+            return None  # a skipped hole in the buffer: let the log say what exists
+        return lacking
 
     def overflowing(self) -> bool:
         return len(self.pending) > MAX_PENDING
