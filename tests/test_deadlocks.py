@@ -261,6 +261,20 @@ def test_join_repairs_a_missing_lookup_row(cluster: Cluster) -> None:
     assert lookup == [ws["channels"][0]["id"]]
 
 
+def test_join_that_only_repairs_the_lookup_row_still_warns_already_in_channel(
+        cluster: Cluster) -> None:
+    ws = cluster.seed(2)
+    user = ws["users"][1]
+    with_db(cluster, lambda db: db.transact(user["id"], lambda cur: cur.execute(
+        "DELETE FROM user_channels WHERE user_id=%s", (user["id"],))))
+    reply = httpx.post(cluster.api + "conversations.join",
+                       json={"channel": ws["channels"][0]["id"]},
+                       headers={"Authorization": f"Bearer {user['token']}"}, timeout=10).json()
+    assert reply["ok"] and reply["warning"] == "already_in_channel", reply
+    lookup = with_db(cluster, lambda db: store.user_channels(db, user["id"]))
+    assert lookup == [ws["channels"][0]["id"]]
+
+
 def test_failed_create_releases_its_name(cluster: Cluster) -> None:
     """The creator's lookup row cannot be written (its stream is locked past every retry):
     the create fails, and leaves neither the name nor the channel behind."""

@@ -148,7 +148,9 @@ async def conversations_join(rt: Runtime, who: store.Identity, p: Params) -> dic
     posted = await store.join_channel(rt.db, row, who.user_id, channel_shape)
     await rt.notify(posted)
     reply: dict[str, Any] = {"channel": channel_shape(row, is_member=True)}
-    if not posted:
+    # a join that only repaired a missing lookup row still posts channel_joined: the user
+    # was already a member, which is what the warning says
+    if not any(p.event.get("type") == "member_joined_channel" for p in posted):
         reply["warning"] = "already_in_channel"
         reply["response_metadata"] = {"warnings": ["already_in_channel"]}
     return reply
