@@ -160,6 +160,10 @@ async def test_webapp_internal_endpoints_refuse_without_secret(
         http.post(cluster.root + "/internal/events",
                   json={"stream": general, "after_seq": 0}, headers=headers),
         http.post(cluster.root + "/internal/seed", json={"users": 3}, headers=headers),
+        http.post(cluster.root + "/internal/heads", json={"streams": [general]},
+                  headers=headers),
+        *[http.get(p["http_url"] + "/streams", headers=headers)
+          for p in cluster.processes("channel_server")],
     ]
     for attempt in attempts:
         resp = await attempt
@@ -191,6 +195,20 @@ async def test_webapp_internal_endpoints_refuse_without_secret(
                  id="seed-users-string"),
     pytest.param("/internal/seed", b"[" * 100_000 + b"]" * 100_000, "invalid_json",
                  id="seed-deeply-nested"),
+    pytest.param("/internal/heads", b"{}", "invalid_arguments", id="heads-missing"),
+    pytest.param("/internal/heads", b'{"streams":{"C1":1}}', "invalid_arguments",
+                 id="heads-object"),
+    pytest.param("/internal/heads", b'{"streams":["C1",7]}', "invalid_arguments",
+                 id="heads-int-id"),
+    pytest.param("/internal/heads", b'{"streams":[""]}', "invalid_arguments",
+                 id="heads-empty-id"),
+    pytest.param("/internal/heads", json.dumps({"streams": ["C" * 33]}).encode(),
+                 "invalid_arguments", id="heads-id-too-long"),
+    pytest.param("/internal/heads", json.dumps({"streams": [f"C{i}" for i in range(5001)]}
+                                               ).encode(), "invalid_arguments",
+                 id="heads-too-many"),
+    pytest.param("/internal/heads", b"[" * 100_000 + b"]" * 100_000, "invalid_json",
+                 id="heads-deeply-nested"),
 ])
 async def test_webapp_internal_endpoints_refuse_bad_bodies(
     cluster: Any, http: httpx.AsyncClient, path: str, body: bytes, error: str
@@ -481,6 +499,20 @@ def _channel_link_garbage(stream: str, seq: int, secret: str
             {"type": "subscribe", "id": 1, "epoch": 0, "streams": [stream, 7]})]),
         ("gateway-ephemeral-no-event", [gateway, json.dumps(
             {"type": "ephemeral", "stream": stream})]),
+        ("gateway-after-not-object", [gateway, json.dumps(
+            {"type": "subscribe", "id": 1, "epoch": 0, "streams": [stream], "after": [1]})]),
+        ("gateway-after-seq-string", [gateway, json.dumps(
+            {"type": "subscribe", "id": 1, "epoch": 0, "streams": [stream],
+             "after": {stream: "1"}})]),
+        ("gateway-after-seq-negative", [gateway, json.dumps(
+            {"type": "subscribe", "id": 1, "epoch": 0, "streams": [stream],
+             "after": {stream: -1}})]),
+        ("gateway-after-seq-huge", [gateway, json.dumps(
+            {"type": "subscribe", "id": 1, "epoch": 0, "streams": [stream],
+             "after": {stream: 2**70}})]),
+        ("gateway-after-seq-bool", [gateway, json.dumps(
+            {"type": "subscribe", "id": 1, "epoch": 0, "streams": [stream],
+             "after": {stream: True}})]),
     ]
 
 
