@@ -158,3 +158,43 @@ async def test_connects_during_a_failover_get_hello_once_the_ring_heals(tmp_path
                 for user in ws["users"]:
                     nursery.start_soon(connect, user)
         assert sorted(hellos) == sorted(u["id"] for u in ws["users"])
+
+
+async def test_kill_9_of_the_leading_ring_manager_under_load(tmp_path):
+    """Two ring managers: the leader dies with -9, the other takes the lease and heals the
+    next channel-server death; members connected meanwhile lose nothing."""
+    import httpx
+
+    with private_cluster(tmp_path, channels=3, gateways=1, ring_managers=2) as c:
+        ws = c.seed(4)
+        rooms = await trio.to_thread.run_sync(room_per_member, c, ws, 3)
+        members = [u["token"] for u in ws["users"][1:]]
+
+        async def leader() -> str:
+            async with httpx.AsyncClient(timeout=5) as http:
+                with trio.fail_after(10):
+                    while True:
+                        for p in c.processes("ring_manager"):
+                            try:
+                                doc = (await http.get(p["http_url"] + "/health")).json()
+                            except httpx.HTTPError:
+                                continue
+                            if doc.get("leading"):
+                                return p["name"]
+                        await trio.sleep(0.1)
+
+        first = await leader()
+        victim = next(p for p in c.processes("channel_server") if p["name"] == "channel-2")
+
+        async def kill_both() -> None:
+            os.kill(next(p for p in c.processes("ring_manager")
+                         if p["name"] == first)["pid"], signal.SIGKILL)
+            os.kill(victim["pid"], signal.SIGKILL)
+
+        report = await loadcheck.run(c.api, ws["users"][0]["token"], members, rooms,
+                                     rate=20, seconds=5, fault=kill_both, fault_after=1.0)
+        counts = assert_clean(report)
+        print(f"kill -9 leader and channel-2: {counts}")
+        assert await leader() != first
+        ring = await wait_ring(c, lambda r: "channel-2" not in r.members)
+        assert set(ring.members) == {"channel-1", "channel-3"}
