@@ -88,8 +88,10 @@ class ChannelServer:
                 "standby": self.standby}
 
     def owns(self, stream: str, ring: Ring | None = None) -> bool:
+        # self.slot is set by the ring listener, which runs as soon as the watcher swaps in
+        # a new ring: no scan of the members per event on the hot path
+        slot = self.slot if ring is None else ring.config.slot_of(self.name)
         ring = ring or self.watcher.ring
-        slot = ring.config.slot_of(self.name)
         try:
             return slot is not None and ring.owner(stream) == slot
         except LookupError:
