@@ -39,7 +39,12 @@ CATCHUP = Counter("backchannel_channel_server_catchup_events_total",
 LINKS = Gauge("backchannel_channel_server_gateway_links", "Connected gateway links")
 QUEUED = Gauge("backchannel_channel_server_queue_length", "Items queued to gateways")
 SUBS = Gauge("backchannel_channel_server_subscriptions", "Stream subscriptions held")
+REPLAYED = Counter("backchannel_channel_server_replayed_events_total",
+                   "Events sent to gateways for resuming clients")
 MAX_BATCH = 256
+REPLAY_PAGE = 1000
+REPLAY_PAGE_BYTES = 1 << 20
+REPLAY_CONCURRENCY = 16
 MAX_HELD = 10_000
 REPAIR_FAILURES = 3  # live events held for one stream while its subscriber catches up
 
@@ -75,6 +80,7 @@ class ChannelServer:
         self.nursery: trio.Nursery | None = None
         self._to_load: set[str] = set()
         self._load_wake = trio.Event()
+        self.replay_limit = trio.CapacityLimiter(REPLAY_CONCURRENCY)
         watcher.listen(self._on_ring_change)
 
     def status(self) -> dict[str, Any]:
@@ -159,6 +165,11 @@ class ChannelServer:
         if kind == "ephemeral":
             self._ephemeral(frame)
             return
+        if kind == "replay":
+            request = _replay_request(frame)
+            if self.nursery is not None:
+                self.nursery.start_soon(self._replay, link, *request)
+            return
         if kind not in ("subscribe", "unsubscribe"):
             return
         streams = wire.str_list(frame, "streams")
@@ -215,6 +226,43 @@ class ChannelServer:
             held = link.holding.pop(stream, [])
         for item in held:
             self._queue(link, item)
+
+    async def _replay(self, link: GatewayLink, frame_id: int, stream: str, after: int,
+                      upto: int) -> None:
+        """One page of a stream's events for one resuming client of a gateway, answered
+        out of band (the gateway holds that client's live events meanwhile). Not on the
+        reader: a page from the event log must not hold up the link's other frames."""
+        error = ""
+        async with self.replay_limit:
+            try:
+                items = await self._replay_items(stream, after, upto)
+            except EventLogUnavailable:
+                items, error = [], "unavailable"
+        if link.closed.is_set():
+            return
+        REPLAYED.inc(len(items or ()))
+        self._queue(link, Control(
+            f'{{"type":"replayed","id":{frame_id},"stream":{wire.dumps_str(stream)},'
+            f'"moved":{"true" if items is None else "false"},"error":"{error}",'
+            f'"items":[{",".join(items or ())}]}}'))
+
+    async def _replay_items(self, stream: str, after: int, upto: int) -> list[str] | None:
+        """Items with after < seq <= upto, in order, at most one page (by count and bytes):
+        from the recent buffer when it reaches back, else the event log. None: not ours."""
+        if not self.owns(stream):
+            return None
+        await self._load([stream])
+        state = self.streams.get(stream)
+        if state is None or not state.loaded or not self.owns(stream):
+            return None
+        upto = min(upto, after + REPLAY_PAGE)
+        backlog = state.backlog(after) if upto <= state.head else None
+        if backlog is not None:
+            return _page([item for seq, item in backlog if seq <= upto])
+        # past our head (we took the stream over after the gateway saw those events from
+        # its old owner), or before our buffer: the log has every committed event
+        fetched = await self.log.fetch(stream, after, upto)  # type: ignore[union-attr]
+        return _page([wire.encode_item(stream, seq, event) for seq, event in fetched])
 
     def _queue(self, link: GatewayLink, item: str) -> None:
         try:
@@ -421,6 +469,26 @@ class ChannelServer:
                                    self.settings.internal_secret):
             return JSONResponse({"ok": False, "error": "not_allowed"}, status_code=403)
         return JSONResponse({"ok": True, "streams": {s: len(g) for s, g in self.subs.items()}})
+
+
+def _replay_request(frame: dict[str, Any]) -> tuple[int, str, int, int]:
+    frame_id = wire.field(frame, "id", int)
+    stream = wire.field(frame, "stream", str)
+    after, upto = wire.field(frame, "after", int), wire.field(frame, "upto", int)
+    if not 0 < len(stream) <= 64 or not 0 <= after <= upto < 2**62:
+        raise wire.BadFrame("replay needs a stream id and 0 <= after <= upto")
+    return frame_id, stream, after, upto
+
+
+def _page(items: list[str]) -> list[str]:
+    """The longest prefix within REPLAY_PAGE_BYTES (at least one item): one answer frame
+    stays far below the link's frame limit however large the messages are."""
+    size = 0
+    for n, item in enumerate(items):
+        size += len(item)
+        if size > REPLAY_PAGE_BYTES and n > 0:
+            return items[:n]
+    return items
 
 
 def _positions(frame: dict[str, Any]) -> dict[str, int]:

@@ -62,3 +62,15 @@ def live(raw: dict, at_ms: int | None = None) -> dict[str, dict[str, Any]]:
 def urls(raw: dict, at_ms: int | None = None) -> dict[str, str]:
     """name -> url of every live lease."""
     return {name: doc["url"] for name, doc in live(raw, at_ms).items()}
+
+
+def recently_renewed(raw: dict, ttl_s: float, at_ms: int | None = None) -> dict[str, str]:
+    """name -> url of leases renewed within the last half TTL (two missed renewals at most),
+    or, if none is, of every live lease. A process killed with -9 keeps a live lease for up
+    to one TTL; handing out only the recently renewed ones roughly halves the time during
+    which new clients are sent to a dead gateway."""
+    at_ms = now_ms() if at_ms is None else at_ms
+    alive = live(raw, at_ms)
+    half = int(ttl_s * 1000) // 2
+    recent = {name: doc["url"] for name, doc in alive.items() if doc["expires"] - at_ms > half}
+    return recent or {name: doc["url"] for name, doc in alive.items()}

@@ -42,8 +42,23 @@ class Settings:
     auth_cache_ttl_s: float = 30.0
     notify_attempts: int = 5
     notify_deadline_s: float = 3.0
+    # webapp HTTP timeouts (docs/architecture.md, "Webapp timeouts"): a client that is slow
+    # on purpose must not hold a socket. Headers: from a request's first byte (a new
+    # connection's accept) to its last header line. Body: from the end of the headers to the
+    # body's last byte. Keep-alive: idle between requests; it must stay above httpx's
+    # keepalive_expiry (5 s), so that the real-time tier's pooled clients always drop an idle
+    # connection first and never send a request into one the webapp is closing.
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_keepalive_timeout_s: float = 15.0
+    # the durable event log: RTM resume replays from it for this long
+    event_retention_s: int = 7 * 86400
+    event_purge_interval_s: float = 3600.0
     # real-time tier behaviour
     client_queue_size: int = 512
+    typing_interval_s: float = 3.0  # per connection and channel, as Slack asks of clients
+    resume_max_held: int = 10_000  # live events held per resuming stream while it replays
+    gateway_drain_window_s: float = 10.0  # `gateway drain` spreads goodbyes over this
     link_queue_size: int = 4096
     ring_poll_interval_s: float = 0.25
     lease_ttl_s: float = 1.5

@@ -6,15 +6,20 @@ gateway -> channel {"type":"hello","role":"gateway","name":G,"secret":..}
                    {"type":"subscribe","id":N,"epoch":E,"streams":[...],"after":{S:Q}}
                    {"type":"unsubscribe","epoch":E,"streams":[...]}
                    {"type":"ephemeral","stream":S,"event":{...}}        (user_typing)
+                   {"type":"replay","id":N,"stream":S,"after":A,"upto":U}
+                                        (for one resuming client: the events A < seq <= U)
 channel -> gateway {"type":"events","items":[ITEM, ...]}   (ITEM encoded once, see below)
                    {"type":"subscribed","id":N,"epoch":E,"moved":[...],"positions":{S:Q}}
                    {"type":"moved","epoch":E,"streams":[...]}
+                   {"type":"replayed","id":N,"stream":S,"moved":B,"items":[ITEM, ...]}
+                                        (at most one page; empty when the log has none)
 
 ``after`` maps a stream to the last seq the gateway has; a stream without one starts from
 now. The channel server sends the missing events (recent buffer, else the event log), then
 ``subscribed`` with each stream's position, on the same ordered queue as live events.
 
 An ITEM is ``{"stream":S,"seq":Q,"kind":K,"ref":R,"payload":"<the RTM event as JSON>"}``
+(the payload carries ``"stream"`` and ``"seq"`` too: clients resume from them)
 (plus ``"at":Q`` on channel_joined: the channel's seq before the join). The payload is the
 exact text every client receives, so a gateway never re-encodes it; ``kind``/``ref`` let the
 gateway react to events such as ``channel_joined`` without parsing the payload. Ephemeral
@@ -48,6 +53,11 @@ def secret_matches(given: str | None, secret: str) -> bool:
 
 def dumps(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps_str(value: str) -> str:
+    """A JSON string literal, for frames assembled around already-encoded items."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def loads(raw: str | bytes, *, typed: bool = True) -> dict[str, Any]:
@@ -93,8 +103,18 @@ def encode_item(stream: str, seq: int, event: dict[str, Any]) -> str:
         ref = chan.get("id", "") if isinstance(chan, dict) else str(chan or "")
     elif kind == "user_typing":
         ref = str(event.get("user", ""))  # the typist's own sockets are skipped
-    item = dumps({"stream": stream, "seq": seq, "kind": kind, "ref": ref, "payload": dumps(event)})
+    item = dumps({"stream": stream, "seq": seq, "kind": kind, "ref": ref,
+                  "payload": client_payload(stream, seq, event)})
     return item[:-1] + extra + "}" if extra else item
+
+
+def client_payload(stream: str, seq: int, event: dict[str, Any]) -> str:
+    """The RTM text of a stream event: the event plus its position (``stream``, ``seq``) at
+    top level, which resuming clients keep (docs/rtm.md). Ephemeral events (seq 0) have no
+    position. Deterministic, so a replay from the log yields the bytes live clients got."""
+    if seq <= 0:
+        return dumps(event)
+    return dumps({**event, "stream": stream, "seq": seq})
 
 
 def events_frame(items: Iterable[str]) -> str:

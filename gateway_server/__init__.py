@@ -6,4 +6,6 @@ shared by all local clients), then says ``hello``. Event batches from channel se
 pre-encoded payloads: the same string goes to every local socket of a member::
 
     channel_server --events--> [gateway_server: stream -> local clients] --RTM--> client
+
+``drain`` takes the process out of service on request (`backchannel gateway drain`).
 """

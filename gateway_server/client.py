@@ -6,10 +6,13 @@ import itertools
 import json
 import logging
 import math
+from collections import deque
 from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from gateway_server.resume import Cursor
 
 log = logging.getLogger(__name__)
 _conn_ids = itertools.count(1)
@@ -17,33 +20,68 @@ GOODBYE = json.dumps({"type": "goodbye", "source": "gateway_server"})
 
 
 class Client:
+    """Outbound: a bounded queue drained by one writer task. Nothing is queued before
+    ``ready`` (the hello): a connection's events start at the positions its hello gives."""
+
     def __init__(self, ws: WebSocketConnection, user: str, team: str, queue_size: int) -> None:
         self.id = next(_conn_ids)
         self.ws = ws
         self.user = user
         self.team = team
         self.streams: set[str] = set()
-        self.send, self.receive = trio.open_memory_channel[str](queue_size)
+        self.limit = queue_size
+        self.queue: deque[str] = deque()
+        self.ready = False
         self.kicked = trio.Event()
         self.kick_reason = ""
+        self.cursors: dict[str, Cursor] = {}  # streams this client is still resuming
+        self.replaying = False
+        self.nursery: trio.Nursery | None = None
+        self._typed: dict[str, float] = {}
+        self._wake = trio.Event()
+        self._room = trio.Event()
 
     def push(self, payload: str) -> None:
         """Queue without blocking; a client that cannot keep up is disconnected."""
-        if self.kicked.is_set():
+        if not self.ready or self.kicked.is_set():
             return
-        try:
-            self.send.send_nowait(payload)
-        except trio.WouldBlock:
+        if len(self.queue) >= self.limit:
             self.kick("too slow")
+            return
+        self.queue.append(payload)
+        self._wake.set()
+
+    async def push_paced(self, payload: str) -> None:
+        """Queue a replayed event once the queue is at most half full: a long replay goes
+        at the socket's pace and leaves room for live events meanwhile."""
+        while len(self.queue) >= self.limit // 2 and not self.kicked.is_set():
+            if self._room.is_set():
+                self._room = trio.Event()
+            await self._room.wait()
+        self.push(payload)
 
     def kick(self, reason: str) -> None:
         if not self.kicked.is_set():
             self.kick_reason = reason
             self.kicked.set()
 
+    def may_type(self, channel: str, now: float, interval: float) -> bool:
+        """At most one typing event per channel per ``interval``: a typing flood costs the
+        other members nothing."""
+        if now - self._typed.get(channel, -interval) < interval:
+            return False
+        self._typed[channel] = now
+        return True
+
     async def writer(self) -> None:
-        async for payload in self.receive:
-            await self.ws.send_message(payload)
+        while True:
+            while self.queue:
+                payload = self.queue.popleft()
+                if len(self.queue) < self.limit // 2:
+                    self._room.set()
+                await self.ws.send_message(payload)
+            self._wake = trio.Event()
+            await self._wake.wait()
 
     async def say_goodbye(self) -> None:
         with trio.move_on_after(1):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from functools import partial
@@ -15,13 +14,25 @@ from prometheus_client import Counter, Gauge
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from cluster import service, wire
+from cluster.batching import BatchFailed, Coalescer
 from cluster.ring import Ring
 from cluster.settings import Settings
 from gateway_server.client import Client, handle_frame
+from gateway_server.drain import Drain
 from gateway_server.positions import Positions
+from gateway_server.resume import Cursor, Overflow
 from gateway_server.upstream import Upstream
 
 log = logging.getLogger(__name__)
+
+
+class RedeemUnavailable(Exception):
+    """No webapp could be asked about a ticket."""
+
+
+class ReplayFailed(Exception):
+    """Neither a channel server nor the event log could supply a resuming client's events."""
+
 
 CLIENTS = Gauge("backchannel_gateway_server_clients", "Connected RTM clients")
 DELIVERED = Counter("backchannel_gateway_server_deliveries_total", "Payloads queued to sockets")
@@ -31,7 +42,20 @@ POSITIONS = Counter("backchannel_gateway_server_position_total",
 MAX_CLIENT_FRAME = 16 * 1024
 JOIN_KINDS = {"channel_joined", "group_joined", "im_created"}
 LEAVE_KINDS = {"channel_left", "group_left"}
-HELLO = json.dumps({"type": "hello"})
+RESUMES = Counter("backchannel_gateway_server_resumes_total", "Streams resumed by clients")
+RESUME_FAILED = Counter("backchannel_gateway_server_resume_failed_total",
+                        "resume_failed events sent", ["reason"])
+REPLAYED = Counter("backchannel_gateway_server_replayed_total",
+                   "Events replayed to resuming clients")
+REDEEM_BATCHES = Counter("backchannel_gateway_server_redeem_batches_total",
+                         "Ticket redeem requests (each for one or more tickets)")
+TYPING_DROPPED = Counter("backchannel_gateway_server_typing_dropped_total",
+                         "Typing frames over the per-connection limit")
+REPLAY_DEADLINE_S = 15.0
+REDEEM_ATTEMPTS = 2
+MAX_REDEEM_BATCH = 200
+HTTP_POOL = 16
+REDEEM_POOL_WAIT_S = 30.0
 SUBSCRIBE_DEADLINE_S = 10.0
 SUBSCRIBE_ATTEMPT_S = 2.0
 SUBSCRIBE_RETRY_S = 0.1
@@ -48,9 +72,11 @@ class Gateway:
         self.clients: set[Client] = set()
         self.upstreams: dict[str, Upstream] = {}
         self.positions = Positions()
+        self.resuming: dict[str, set[Client]] = {}  # stream -> clients with a cursor on it
         self.discovery = service.Discovery(settings)
         self.presence_dirty = trio.Event()
         self.nursery: trio.Nursery | None = None
+        self.redeemer = Coalescer(self._redeem_batch, MAX_REDEEM_BATCH)
         watcher.listen(self._on_ring_change)
 
     def status(self) -> dict[str, Any]:
@@ -154,6 +180,7 @@ class Gateway:
         client.streams |= streams
 
     def _detach(self, client: Client, streams: set[str]) -> None:
+        self._end_resume(client, streams & set(client.cursors))
         idle = []
         for stream in streams:
             holders = self.local.get(stream)
@@ -222,13 +249,18 @@ class Gateway:
             holders = self.local.get(stream) if isinstance(stream, str) else None
             if not holders or not isinstance(payload, str):
                 continue
-            if not self._in_order(stream, item.get("seq")):  # type: ignore[arg-type]
+            seq = item.get("seq")
+            if not self._in_order(stream, seq):
                 continue
             kind, ref = item.get("kind"), item.get("ref") or ""
+            resuming = self.resuming.get(stream) if seq else None
             for client in list(holders):
                 if kind == "user_typing" and client.user == ref:
                     continue
-                client.push(payload)
+                if resuming is not None and client in resuming:
+                    self._resume_live(client, stream, seq, payload)  # type: ignore[arg-type]
+                else:
+                    client.push(payload)
             DELIVERED.inc(len(holders))
             if kind in JOIN_KINDS and ref:
                 at = item.get("at")
@@ -255,18 +287,34 @@ class Gateway:
     # --- clients -------------------------------------------------------------------------
 
     async def _redeem(self, ticket: str) -> dict[str, Any] | None:
-        for url in (await self.discovery.lookup("webapp")).values():
-            try:
-                resp = await self.http.post(
-                    url + "/internal/rtm.redeem", json={"ticket": ticket},
-                    headers={"x-backchannel-internal": self.settings.internal_secret})
-            except httpx.HTTPError as exc:
-                log.warning("ticket redeem failed: %s", type(exc).__name__)
-                self.discovery.forget("webapp")
-                continue
-            body = resp.json() if resp.status_code == 200 else {}
-            return body if body.get("ok") else None
-        return None
+        """The ticket's grant, or None if the webapp refused it; raises RedeemUnavailable
+        when no webapp answered, which the client must not mistake for bad credentials.
+        Concurrent redeems go out together (see cluster/batching.py)."""
+        try:
+            return (await self.redeemer.get([ticket])).get(ticket)
+        except BatchFailed as exc:
+            raise RedeemUnavailable from exc
+
+    async def _redeem_batch(self, tickets: list[str]) -> dict[str, dict[str, Any]]:
+        """One request for many tickets. A pooled connection the webapp closed as we sent
+        gets one more try."""
+        for _ in range(REDEEM_ATTEMPTS):
+            for url in (await self.discovery.lookup("webapp")).values():
+                try:
+                    resp = await self.http.post(
+                        url + "/internal/rtm.redeem", json={"tickets": tickets},
+                        headers={"x-backchannel-internal": self.settings.internal_secret})
+                except httpx.HTTPError as exc:
+                    log.warning("ticket redeem failed: %s", type(exc).__name__)
+                    self.discovery.forget("webapp")
+                    continue
+                if resp.status_code >= 500:
+                    continue
+                body = resp.json() if resp.status_code == 200 else {}
+                grants = body.get("grants") if body.get("ok") else None
+                REDEEM_BATCHES.inc()
+                return {t: g for t, g in (grants or {}).items() if isinstance(g, dict)}
+        raise RedeemUnavailable
 
     async def handle(self, request: WebSocketRequest) -> None:
         """Per-client handler: every failure is contained to this one client."""
@@ -279,7 +327,11 @@ class Gateway:
 
     async def _serve_client(self, request: WebSocketRequest) -> None:
         ticket = parse_qs(urlsplit(request.path).query).get("ticket", [""])[0]
-        who = await self._redeem(ticket) if 0 < len(ticket) <= 128 else None
+        try:
+            who = await self._redeem(ticket) if 0 < len(ticket) <= 128 else None
+        except RedeemUnavailable:
+            await request.reject(503, body=b'{"ok":false,"error":"internal_error"}')
+            return
         if who is None:
             await request.reject(401, body=b'{"ok":false,"error":"invalid_auth"}')
             return
@@ -293,14 +345,16 @@ class Gateway:
         try:
             if not await self.ensure_subscribed(streams):
                 client.kick("subscribe failed")
-            client.push(HELLO)
             async with trio.open_nursery() as nursery:
+                client.nursery = nursery
+                self._greet(client, who)
                 nursery.start_soon(client.writer)
                 nursery.start_soon(self._reader, client)
                 await client.kicked.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self.clients.discard(client)
+            self._end_resume(client, set(client.cursors))
             self._detach(client, set(client.streams))
             CLIENTS.set(len(self.clients))
             self.presence_dirty.set()
@@ -308,14 +362,132 @@ class Gateway:
             with trio.move_on_after(1, shield=True):
                 await client.say_goodbye()
 
+    # --- resume (docs/rtm.md) ------------------------------------------------------------
+
+    def _greet(self, client: Client, who: dict[str, Any]) -> None:
+        """``hello`` with each stream's starting position, then ``resume_failed``s, and
+        the replay started: in one synchronous step, so the boundary between what the
+        gateway delivered before and what this client gets is exact."""
+        resume = who.get("resume")
+        positions: dict[str, int] = {}
+        for stream in client.streams:
+            live = self.positions.pos.get(stream)
+            start = resume.get(stream) if isinstance(resume, dict) else None
+            if type(start) is int and start >= 0:
+                positions[stream] = start
+                if live != start:
+                    self._begin_resume(client, stream, start, live)
+            elif live is not None:
+                positions[stream] = live
+        client.ready = True
+        client.push(wire.dumps({"type": "hello", "positions": positions}))
+        for failure in who.get("resume_failed") or ():
+            self._resume_failed(client, failure.get("stream"), failure.get("reason"),
+                                positions.get(failure.get("stream")))
+        if any(c.fetching for c in client.cursors.values()):
+            self._start_replay(client)
+
+    def _begin_resume(self, client: Client, stream: str, start: int, live: int | None) -> None:
+        client.cursors[stream] = Cursor(start, live or 0, self.settings.resume_max_held)
+        self.resuming.setdefault(stream, set()).add(client)
+        RESUMES.inc()
+
+    def _end_resume(self, client: Client, streams: Iterable[str]) -> None:
+        for stream in streams:
+            client.cursors.pop(stream, None)
+            resuming = self.resuming.get(stream)
+            if resuming is not None:
+                resuming.discard(client)
+                if not resuming:
+                    del self.resuming[stream]
+
+    def _resume_failed(self, client: Client, stream: Any, reason: Any, seq: int | None) -> None:
+        event: dict[str, Any] = {"type": "resume_failed", "stream": stream, "reason": reason}
+        if seq is not None:
+            event["seq"] = seq
+        RESUME_FAILED.labels(str(reason)).inc()
+        client.push(wire.dumps(event))
+
+    def _resume_live(self, client: Client, stream: str, seq: int, payload: str) -> None:
+        cursor = client.cursors[stream]
+        try:
+            now, fetch = cursor.live(seq, payload)
+        except Overflow:
+            client.kick("too slow")
+            return
+        if now is not None:
+            client.push(now)
+            if not cursor.fetching:
+                self._end_resume(client, [stream])  # in step with the gateway from here
+        if fetch:
+            self._start_replay(client)
+
+    def _start_replay(self, client: Client) -> None:
+        if not client.replaying and client.nursery is not None:
+            client.replaying = True
+            client.nursery.start_soon(self._replay, client)
+
+    async def _replay(self, client: Client) -> None:
+        """Fill every cursor of this client that is missing events, one stream at a time,
+        until none is; a replay that cannot get its events closes the client, which then
+        resumes again, rather than skip anything."""
+        try:
+            while busy := [(s, c) for s, c in client.cursors.items() if c.fetching]:
+                for stream, cursor in busy:
+                    await self._replay_stream(client, stream, cursor)
+        except ReplayFailed:
+            client.kick("replay failed")
+        finally:
+            client.replaying = False
+
+    async def _replay_stream(self, client: Client, stream: str, cursor: Cursor) -> None:
+        while client.cursors.get(stream) is cursor:
+            wanted = cursor.next_fetch()
+            if wanted is None:
+                out, skipped = cursor.drain(), 0
+                # no await between an empty drain and settle: a live event arriving while
+                # the replay was still queueing is held, and delivered by this loop
+                if not out and cursor.settle():
+                    break
+            else:
+                out, skipped = cursor.apply(await self._fetch(stream, *wanted))
+            if skipped:
+                self._resume_failed(client, stream, "too_old", cursor.last)
+            REPLAYED.inc(len(out))
+            for payload in out:
+                await client.push_paced(payload)
+        if (client.cursors.get(stream) is cursor and not cursor.fetching
+                and cursor.last >= self.positions.pos.get(stream, 0)):
+            self._end_resume(client, [stream])
+
+    async def _fetch(self, stream: str, after: int, upto: int) -> list[tuple[int, str]]:
+        """A page of (after, upto] from the stream's owner, following the ring through
+        moves and failovers for up to REPLAY_DEADLINE_S."""
+        with trio.move_on_after(REPLAY_DEADLINE_S):
+            while True:
+                try:
+                    up = self.upstreams.get(self.watcher.ring.owner(stream))
+                    page = await up.replay(stream, after, upto) if up is not None else None
+                    if page is not None:
+                        return page
+                except (LookupError, trio.TooSlowError):
+                    pass
+                await trio.sleep(SUBSCRIBE_RETRY_S)
+                await self.watcher.refresh()
+        raise ReplayFailed(stream)
+
     async def _reader(self, client: Client) -> None:
+        interval = self.settings.typing_interval_s
         try:
             while True:
                 reply, typing = handle_frame(client, await client.ws.get_message())
                 if reply is not None:
                     client.push(reply)
                 if typing is not None:
-                    await self._typing(client, typing)
+                    if client.may_type(typing, trio.current_time(), interval):
+                        await self._typing(client, typing)
+                    else:
+                        TYPING_DROPPED.inc()
         except ConnectionClosed:
             client.kick("closed")
 
@@ -346,18 +518,30 @@ class Gateway:
 async def main(settings: Settings, name: str, port: int, http_port: int,
                addr_file: Any = None, *,
                task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled, or return once a drain (POST /drain) has finished."""
     watcher = service.RingWatcher(settings)
-    async with httpx.AsyncClient(timeout=5.0) as http, trio.open_nursery() as nursery:
+    # a small pool: in a reconnect storm hundreds of ticket redeems are in flight at once,
+    # and httpcore's pool bookkeeping costs per request grow with its connection count;
+    # queued requests wait for a connection (pool timeout) rather than open more
+    limits = httpx.Limits(max_connections=HTTP_POOL, max_keepalive_connections=HTTP_POOL)
+    timeout = httpx.Timeout(5.0, pool=REDEEM_POOL_WAIT_S)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as http, \
+            trio.open_nursery() as nursery:
         gateway = Gateway(settings, name, watcher, http)
         gateway.nursery = nursery
+        drain = Drain(settings, gateway)
         await nursery.start(watcher.run)
         nursery.start_soon(gateway.report_presence)
-        ws_server = await nursery.start(partial(
-            serve_websocket, gateway.handle, settings.bind_host, port, None,
-            max_message_size=MAX_CLIENT_FRAME))
+        nursery.start_soon(gateway.redeemer.run)
+        nursery.start_soon(drain.run, nursery.cancel_scope)
+        ws_server = await nursery.start(drain.listen, partial(
+            serve_websocket, drain.guard(gateway.handle), settings.bind_host, port, None,
+            handler_nursery=nursery, max_message_size=MAX_CLIENT_FRAME))
         url = f"ws://{settings.bind_host}:{ws_server.port}"
-        http_url = await nursery.start(service.serve_http,
-                                       service.http_app("gateway_server", gateway.status),
-                                       settings.bind_host, http_port)
-        await service.announce(settings, "gateway_server", name, url, http_url, addr_file,
-                               task_status)
+        app = service.http_app("gateway_server", lambda: {**gateway.status(), **drain.status()},
+                               drain.routes())
+        http_url = await nursery.start(service.serve_http, app, settings.bind_host, http_port)
+        with drain.lease:
+            await service.announce(settings, "gateway_server", name, url, http_url, addr_file,
+                                   task_status)
+        drain.lease_released.set()

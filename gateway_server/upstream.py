@@ -11,6 +11,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from cluster import wire
+from cluster.batching import BatchFailed, Coalescer
 
 log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT_S = 5.0
@@ -44,39 +45,47 @@ class Upstream:
         self._pending: dict[int, set[str]] = {}
         self._from: dict[int, set[str]] = {}  # the streams each subscribe sent a position for
         self.cancel = trio.CancelScope()
+        self._epoch: Callable[[], int] = lambda: 0
+        self._subscriber: Coalescer[str, bool] = Coalescer(self._subscribe_batch, CHUNK)
 
     async def run(self, epoch: Callable[[], int]) -> None:
-        backoff = 0.05
+        self._epoch = epoch
         with self.cancel:
-            while True:
-                try:
-                    async with open_websocket_url(self.url, max_message_size=wire.MAX_FRAME_BYTES,
-                                                  connect_timeout=2) as ws:
-                        await ws.send_message(wire.dumps(
-                            {"type": "hello", "role": "gateway", "name": self.gateway,
-                             "secret": self.secret}))
-                        self._ws, backoff = ws, 0.05
-                        self._up.set()
-                        log.info("upstream %s up", self.member)
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(self._resubscribe_all, epoch())
-                            await self._read(ws)
-                # nurseries (ours and trio-websocket's) wrap errors in groups: match inside them
-                except* (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError) as group:
-                    log.warning("upstream %s down: %s", self.member, wire.names(group))
-                except* Exception:
-                    log.exception("upstream %s failed; reconnecting", self.member)
-                finally:
-                    self._ws = None
-                    self._up = trio.Event()
-                    self.subscribed.clear()
-                    self._pending.clear()
-                    self._from.clear()
-                    for done, _ in self._acks.values():
-                        done.set()
-                    self._acks.clear()
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._subscriber.run)
+                await self._connect_loop(epoch)
+
+    async def _connect_loop(self, epoch: Callable[[], int]) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                async with open_websocket_url(self.url, max_message_size=wire.MAX_FRAME_BYTES,
+                                              connect_timeout=2) as ws:
+                    await ws.send_message(wire.dumps(
+                        {"type": "hello", "role": "gateway", "name": self.gateway,
+                         "secret": self.secret}))
+                    self._ws, backoff = ws, 0.05
+                    self._up.set()
+                    log.info("upstream %s up", self.member)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._resubscribe_all, epoch())
+                        await self._read(ws)
+            # nurseries (ours and trio-websocket's) wrap errors in groups: match inside them
+            except* (OSError, ConnectionClosed, HandshakeError, trio.TooSlowError) as group:
+                log.warning("upstream %s down: %s", self.member, wire.names(group))
+            except* Exception:
+                log.exception("upstream %s failed; reconnecting", self.member)
+            finally:
+                self._ws = None
+                self._up = trio.Event()
+                self.subscribed.clear()
+                self._pending.clear()
+                self._from.clear()
+                for done, _ in self._acks.values():
+                    done.set()
+                self._acks.clear()
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
     async def _resubscribe_all(self, epoch: int) -> None:
         await self.subscribe(self.wanted(), epoch)
@@ -87,6 +96,12 @@ class Upstream:
                 frame = wire.loads(await ws.get_message())
             except wire.BadFrame as exc:
                 log.warning("bad frame from %s: %s", self.member, exc)
+                continue
+            if frame["type"] == "replayed":
+                waiter = self._acks.pop(frame.get("id"), None)  # type: ignore[arg-type]
+                if waiter is not None:
+                    waiter[1].append(frame)
+                    waiter[0].set()
                 continue
             if frame["type"] == "subscribed":
                 # subscriptions and positions are taken here, in frame order: the live
@@ -112,15 +127,57 @@ class Upstream:
     async def subscribe(self, streams: Iterable[str], epoch: int) -> list[str]:
         """Subscribe, each stream from the position we have (else from now), and wait for
         the channel server's answer, which comes after any catch-up; returns streams it
-        refused as moved. Raises trio.TooSlowError if the link stays down."""
-        streams = sorted(set(streams))
-        moved: list[str] = []
+        refused as moved. Raises trio.TooSlowError if the link stays down. Concurrent
+        calls (clients connecting at once) share one subscribe frame; it carries the
+        newest ring epoch, which is at least the one each caller saw."""
+        wanted = set(streams)
         with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
             await self._up.wait()
+            try:
+                moved = await self._subscriber.get(wanted)
+            except BatchFailed as exc:
+                raise trio.TooSlowError from exc
+        return sorted(s for s in wanted if moved.get(s))
+
+    async def _subscribe_batch(self, streams: list[str]) -> dict[str, bool]:
+        """stream -> refused as moved, for one batch of subscriptions."""
+        streams = sorted(streams)
+        epoch = self._epoch()
+        moved: set[str] = set()
+        # bounded here, not only by the callers' deadlines: an answer that never comes must
+        # fail this batch, not hold every later subscribe on this link behind it
+        with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
             for start in range(0, len(streams), CHUNK):
-                chunk = streams[start:start + CHUNK]
-                moved += await self._request("subscribe", chunk, epoch)
-        return moved
+                moved.update(await self._request("subscribe", streams[start:start + CHUNK],
+                                                 epoch))
+        return {s: s in moved for s in streams}
+
+    async def replay(self, stream: str, after: int, upto: int) -> list[tuple[int, str]] | None:
+        """One page of (after, upto] for a resuming client, as (seq, payload); None when
+        this member no longer owns the stream or could not read the log. Raises
+        trio.TooSlowError if the link is down or the answer does not come."""
+        ws = self._ws
+        if ws is None:
+            raise trio.TooSlowError
+        frame_id = next(self._ids)
+        done, replies = trio.Event(), []
+        self._acks[frame_id] = (done, replies)
+        try:
+            with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
+                await ws.send_message(wire.dumps({"type": "replay", "id": frame_id,
+                                                  "stream": stream, "after": after,
+                                                  "upto": upto}))
+                await done.wait()
+        except ConnectionClosed as exc:
+            raise trio.TooSlowError from exc
+        finally:
+            self._acks.pop(frame_id, None)
+        if not replies:
+            raise trio.TooSlowError  # the link went down meanwhile
+        frame = replies[0]
+        if frame.get("moved") is not False or frame.get("error"):
+            return None
+        return _page(frame.get("items"), stream)
 
     def held(self) -> set[str]:
         """Streams subscribed here, or asked for and not answered yet."""
@@ -176,3 +233,14 @@ class Upstream:
         if not replies:
             raise trio.TooSlowError
         return [s for s in replies[0].get("moved", []) if isinstance(s, str)]
+
+
+def _page(items: Any, stream: str) -> list[tuple[int, str]]:
+    """(seq, payload) of a replayed page's items; anything malformed is left out (the
+    cursor then asks for the missing seqs again)."""
+    page = []
+    for item in items if isinstance(items, list) else ():
+        if (isinstance(item, dict) and item.get("stream") == stream
+                and type(item.get("seq")) is int and isinstance(item.get("payload"), str)):
+            page.append((item["seq"], item["payload"]))
+    return page

@@ -120,6 +120,7 @@ class RtmSession:
         self.ws = ws
         self.url = url
         self.seen: list[dict[str, Any]] = []
+        self.hello_positions: dict[str, int] = {}
 
     async def next(self, match: Any = None, timeout: float = 10.0) -> dict[str, Any]:
         """The next event satisfying ``match`` (a predicate or a dict of expected fields)."""
@@ -164,7 +165,8 @@ async def rtm_session(cluster: Cluster, token: str, gateway: str | None = None
         url = gateway + url[len(f"ws://{urlsplit(url).netloc}"):]
     async with open_websocket_url(url) as ws:
         session = RtmSession(ws, url)
-        await session.next({"type": "hello"})
+        hello = await session.next({"type": "hello"})
+        session.hello_positions = hello.get("positions", {})
         yield session
 
 

@@ -209,6 +209,12 @@ async def test_webapp_internal_endpoints_refuse_without_secret(
                  id="heads-too-many"),
     pytest.param("/internal/heads", b"[" * 100_000 + b"]" * 100_000, "invalid_json",
                  id="heads-deeply-nested"),
+    *[pytest.param("/internal/rtm.redeem", json.dumps({"tickets": bad}).encode(),
+                   "invalid_arguments", id=f"redeem-tickets-{name}")
+      for name, bad in (("string", "abc"), ("empty", []), ("int-item", ["abc", 7]),
+                        ("empty-item", [""]), ("long-item", ["t" * 129]),
+                        ("too-many", [f"t{i}" for i in range(501)]), ("object", {"a": 1}),
+                        ("null", None))],
 ])
 async def test_webapp_internal_endpoints_refuse_bad_bodies(
     cluster: Any, http: httpx.AsyncClient, path: str, body: bytes, error: str
@@ -513,6 +519,14 @@ def _channel_link_garbage(stream: str, seq: int, secret: str
         ("gateway-after-seq-bool", [gateway, json.dumps(
             {"type": "subscribe", "id": 1, "epoch": 0, "streams": [stream],
              "after": {stream: True}})]),
+        *[(f"gateway-replay-{name}", [gateway, json.dumps(
+            {"type": "replay", "id": 1, "stream": stream, "after": 0, "upto": 5, **bad})])
+          for name, bad in (("id-string", {"id": "1"}), ("no-stream", {"stream": None}),
+                            ("empty-stream", {"stream": ""}), ("long-stream", {"stream": "C" * 65}),
+                            ("after-negative", {"after": -1}), ("upto-before-after",
+                                                                {"after": 5, "upto": 4}),
+                            ("upto-huge", {"upto": 2**70}), ("after-bool", {"after": True}),
+                            ("upto-string", {"upto": "5"}))],
     ]
 
 

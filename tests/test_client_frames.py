@@ -18,6 +18,7 @@ def make_client(queue_size: int = 8, streams: set[str] | None = None) -> Client:
     # handle_frame and push never touch the socket
     client = Client(ws=None, user="U1", team="T1", queue_size=queue_size)  # type: ignore[arg-type]
     client.streams = set(streams or ())
+    client.ready = True  # past hello
     return client
 
 
@@ -164,9 +165,7 @@ def test_push_queues_up_to_queue_size():
     for i in range(4):
         client.push(f"p{i}")
     assert not client.kicked.is_set()
-    assert [client.receive.receive_nowait() for _ in range(4)] == ["p0", "p1", "p2", "p3"]
-    with pytest.raises(trio.WouldBlock):
-        client.receive.receive_nowait()
+    assert list(client.queue) == ["p0", "p1", "p2", "p3"]
 
 
 @settings(max_examples=100, deadline=None)
@@ -180,16 +179,10 @@ def test_slow_client_is_kicked_never_blocks_and_later_pushes_are_ignored(size, e
         client.push(f"x{i}")  # synchronous: cannot block
     assert client.kicked.is_set()
     assert client.kick_reason == "too slow"
-    queued = []
-    while True:
-        try:
-            queued.append(client.receive.receive_nowait())
-        except trio.WouldBlock:
-            break
-    assert queued == [f"p{i}" for i in range(size)]
+    assert list(client.queue) == [f"p{i}" for i in range(size)]
+    client.queue.clear()
     client.push("after")  # room again, but the client is already kicked
-    with pytest.raises(trio.WouldBlock):
-        client.receive.receive_nowait()
+    assert not client.queue
 
 
 def test_first_kick_reason_wins():
@@ -212,11 +205,59 @@ async def test_writer_sends_queued_payloads_in_order():
             sent.append(payload)
 
     client = Client(ws=Socket(), user="U1", team="T1", queue_size=4)  # type: ignore[arg-type]
+    client.ready = True
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.writer)
         for i in range(10):
             client.push(f"p{i}")
             await trio.testing.wait_all_tasks_blocked()
-        await client.send.aclose()
+        nursery.cancel_scope.cancel()
     assert sent == [f"p{i}" for i in range(10)]
     assert not client.kicked.is_set()
+
+
+def test_nothing_is_queued_before_hello():
+    client = make_client(queue_size=4)
+    client.ready = False
+    client.push("early")
+    assert not client.queue and not client.kicked.is_set()
+
+
+async def test_paced_push_waits_for_room_and_keeps_order():
+    """A replay of many events into a small queue never kicks the client: it goes at the
+    socket's pace, and live events pushed meanwhile still fit."""
+    sent: list[str] = []
+    gate = trio.Event()
+
+    class Socket:
+        async def send_message(self, payload: str) -> None:
+            await gate.wait()
+            sent.append(payload)
+
+    client = Client(ws=Socket(), user="U1", team="T1", queue_size=8)  # type: ignore[arg-type]
+    client.ready = True
+
+    async def replay() -> None:
+        for i in range(100):
+            await client.push_paced(f"r{i}")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.writer)
+        nursery.start_soon(replay)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(client.queue) <= 4
+        client.push("live")  # room left for live events while the replay waits
+        gate.set()
+        while len(sent) < 101:
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert [p for p in sent if p.startswith("r")] == [f"r{i}" for i in range(100)]
+    assert not client.kicked.is_set()
+
+
+@given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=50))
+def test_typing_is_limited_per_channel(times):
+    client = make_client()
+    allowed = [t for t in sorted(times) if client.may_type("C1", t, 3.0)]
+    assert all(b - a >= 3.0 for a, b in zip(allowed, allowed[1:], strict=False))
+    assert client.may_type("C2", max(times, default=0), 3.0)  # other channels unaffected

@@ -27,6 +27,8 @@ async def test_post_reaches_member_socket_and_history(cluster):
                                                                   text="hello *world* ☃"))
         assert reply["ok"] and reply["channel"] == general
         event = await rtm.next({"type": "message", "ts": reply["ts"]})
+    position = {"stream": event.pop("stream"), "seq": event.pop("seq")}  # docs/rtm.md
+    assert position["stream"] == general and position["seq"] > rtm.hello_positions[general]
     assert event == {"type": "message", "user": alice["id"], "text": "hello *world* ☃",
                      "ts": reply["ts"], "team": ws["team"]["id"], "channel": general,
                      "event_ts": reply["ts"]}

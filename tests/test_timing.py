@@ -98,12 +98,38 @@ async def test_upstream_subscribe_times_out_when_no_answer(autojump_clock):
     ws = RecordingSocket()
     upstream._ws = ws
     upstream._up.set()
-    with pytest.raises(trio.TooSlowError):
-        await upstream.subscribe(["C2", "C1", "C1"], epoch=4)
+    upstream._epoch = lambda: 4  # the ring's epoch, as run() is given it
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(upstream._subscriber.run)  # what run() starts
+        with pytest.raises(trio.TooSlowError):
+            await upstream.subscribe(["C2", "C1", "C1"], epoch=4)
+        nursery.cancel_scope.cancel()
     # the position we have goes with the subscribe: the owner catches us up from there
     assert ws.sent == [{"type": "subscribe", "id": ws.sent[0]["id"], "epoch": 4,
                         "streams": ["C1", "C2"], "after": {"C1": 7}}]
     assert upstream.subscribed == set()
     # like ChannelLink's slots, the waiter for the unanswered request must not outlive it
     # (otherwise every timed-out subscribe on a live link leaks one entry until reconnect)
+    assert upstream._acks == {}
+
+
+async def test_an_unanswered_subscribe_does_not_hold_up_later_ones(autojump_clock):
+    """Subscribes share batches: a batch whose answer never comes must fail on its own
+    deadline, so the next subscribe on the same link goes out."""
+    async def on_frame(upstream: Upstream, frame: dict[str, Any]) -> None:
+        raise AssertionError("no frames expected")
+
+    upstream = Upstream("channel-1", "ws://127.0.0.1:9", "gateway-1", "s3cret", wanted=set,
+                        on_frame=on_frame, positions=lambda streams: {},
+                        on_subscribed=lambda up, frame, caught_up: None)
+    ws = RecordingSocket()
+    upstream._ws = ws
+    upstream._up.set()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(upstream._subscriber.run)
+        for stream in ("C1", "C2"):
+            with pytest.raises(trio.TooSlowError):
+                await upstream.subscribe([stream], epoch=1)
+        nursery.cancel_scope.cancel()
+    assert [f["streams"] for f in ws.sent] == [["C1"], ["C2"]]
     assert upstream._acks == {}

@@ -46,6 +46,12 @@ events = st.builds(
 stream_ids = st.text(min_size=1, max_size=64)
 
 
+def as_sent(stream: str, seq: int, event: dict[str, Any]) -> dict[str, Any]:
+    """What a client receives: a stream event carries its position (docs/rtm.md);
+    an ephemeral one (seq 0) does not."""
+    return {**event, "stream": stream, "seq": seq} if seq > 0 else event
+
+
 @settings(max_examples=300, deadline=None)
 @given(stream_ids, st.integers(min_value=0, max_value=2**62), events)
 def test_encode_item_is_json_whose_payload_is_the_event(stream, seq, event):
@@ -56,7 +62,7 @@ def test_encode_item_is_json_whose_payload_is_the_event(stream, seq, event):
     assert item["kind"] == event["type"]
     assert isinstance(item["ref"], str)
     assert isinstance(item["payload"], str)
-    assert strict_loads(item["payload"]) == event
+    assert strict_loads(item["payload"]) == as_sent(stream, seq, event)
     raw.encode("utf-8")  # goes out as a WebSocket text frame
 
 
@@ -68,7 +74,8 @@ def test_events_frame_is_json_with_items_in_order(batch):
     frame = strict_loads(wire.events_frame(items))
     assert frame["type"] == "events"
     assert [(i["stream"], i["seq"]) for i in frame["items"]] == [(s, q) for s, q, _ in batch]
-    assert [strict_loads(i["payload"]) for i in frame["items"]] == [e for _, _, e in batch]
+    assert [strict_loads(i["payload"]) for i in frame["items"]] == [as_sent(s, q, e)
+                                                                   for s, q, e in batch]
     assert wire.loads(wire.events_frame(items))["type"] == "events"
 
 
@@ -77,12 +84,22 @@ def test_events_frame_is_json_with_items_in_order(batch):
 def test_internal_at_becomes_an_item_field_and_never_reaches_clients(event, at):
     raw = wire.encode_item("U1", 3, {**event, "_at": at})
     item = strict_loads(raw)
-    assert strict_loads(item["payload"]) == event  # the client's bytes lack "_at"
+    # the client's bytes lack "_at"
+    assert strict_loads(item["payload"]) == as_sent("U1", 3, event)
     if type(at) is int:
         assert item["at"] == at
     else:
         assert "at" not in item
     assert strict_loads(wire.events_frame([raw]))["items"][0] == item
+
+
+def test_position_is_appended_once_and_replays_are_byte_identical():
+    """A replay re-encodes from the stored event: it must give the live bytes exactly."""
+    event = {"type": "message", "channel": "C1", "text": "h\u00e9 \"q\"", "ts": "1.000001"}
+    live = json.loads(wire.encode_item("C1", 42, event))["payload"]
+    stored = json.dumps(event, separators=(",", ":"))  # how the event log keeps it
+    assert wire.client_payload("C1", 42, json.loads(stored)) == live
+    assert live.endswith(',"stream":"C1","seq":42}')
 
 
 def test_events_frame_of_nothing():

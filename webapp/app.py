@@ -99,8 +99,19 @@ def build_app(settings: Settings, on_ready: Any = None, on_stop: Any = None) -> 
             await rt.close()
 
     routes = [
-        Route("/api/{method}", api, methods=["GET", "POST"]),
-        Route("/health", health, methods=["GET"]),
-        *internal.routes(require_internal, error_response, slack_json),
+        Route("/health", health, methods=["GET"]),  # HEAD too: load balancers probe with it
+        *(_without_head(r) for r in [
+            Route("/api/{method}", api, methods=["GET", "POST"]),
+            *internal.routes(require_internal, error_response, slack_json),
+        ]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _without_head(route: Route) -> Route:
+    """Starlette adds HEAD to every GET route and runs the GET handler for it, so
+    ``HEAD /api/chat.postMessage?...`` would post. A route answers only the methods it
+    names; HEAD gets Starlette's 405 (with ``Allow``, no body: docs/architecture.md)."""
+    if route.methods is not None:
+        route.methods.discard("HEAD")
+    return route

@@ -115,6 +115,14 @@ class Database:
         """Run ``fn(cur)`` as one transaction on the shard that owns ``key``; see _transact."""
         return await self._transact(self.shard_of(key), fn)
 
+    def shards(self) -> list[str]:
+        return list(self.settings.chat_shards)
+
+    async def transact_shard(self, shard: str, fn: TxBody[T]) -> T:
+        """Run ``fn(cur)`` as one transaction on a chat shard named directly (maintenance
+        that is per shard, not per key); see _transact."""
+        return await self._transact(shard, fn)
+
     async def transact_directory(self, fn: TxBody[T]) -> T:
         """Run ``fn(cur)`` as one transaction on the directory keyspace; see _transact."""
         return await self._transact("directory", fn)

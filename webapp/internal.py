@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webapp import store
+from webapp import resume, store
 from webapp.params import ApiError, Params, parse_body, query_params, read_body
 from webapp.runtime import Runtime
 from webapp.shapes import channel_shape
@@ -20,6 +20,7 @@ from webapp.shapes import channel_shape
 log = logging.getLogger(__name__)
 MAX_SEED_USERS = 10_000
 MAX_HEADS = 5_000
+MAX_REDEEM = 500
 
 
 async def _params(request: Request, rt: Runtime) -> Params:
@@ -29,14 +30,43 @@ async def _params(request: Request, rt: Runtime) -> Params:
 
 
 async def redeem(rt: Runtime, p: Params) -> dict[str, Any]:
-    """Single use: GETDEL makes a replayed ticket fail."""
-    ticket = p.text("ticket", missing="invalid_auth", max_len=128)
-    raw = await rt.redis.getdel(rt.key("rtm", ticket))
-    if raw is None:
-        raise ApiError("invalid_auth")
-    who = json.loads(raw)
-    channels = await store.user_channels(rt.db, who["user"])
-    return {"user": who["user"], "team": who["team"], "channels": channels}
+    """Single use: GETDEL makes a replayed ticket fail. ``tickets`` (a list) redeems many
+    at once, as a gateway does in a reconnect storm: one Redis pipeline, one membership
+    query and one heads read per shard for the whole batch; ``grants`` maps each ticket to
+    its grant, or null."""
+    if "tickets" not in p.raw:
+        ticket = p.text("ticket", missing="invalid_auth", max_len=128)
+        grant = (await _redeem_many(rt, [ticket]))[ticket]
+        if grant is None:
+            raise ApiError("invalid_auth")
+        return grant
+    tickets = p.raw["tickets"]
+    if not isinstance(tickets, list) or not 0 < len(tickets) <= MAX_REDEEM or not all(
+        isinstance(t, str) and 0 < len(t) <= 128 for t in tickets
+    ):
+        raise ApiError("invalid_arguments")
+    return {"grants": await _redeem_many(rt, list(dict.fromkeys(tickets)))}
+
+
+async def _redeem_many(rt: Runtime, tickets: list[str]) -> dict[str, Any]:
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        for ticket in tickets:
+            pipe.getdel(rt.key("rtm", ticket))
+        raws = await pipe.execute()
+    grants = {t: json.loads(raw) for t, raw in zip(tickets, raws, strict=True) if raw}
+    members = await store.many_memberships(rt.db, sorted({g["user"] for g in grants.values()}))
+    plans = await resume.plan_many(rt.db, {
+        t: (g["user"], members[g["user"]], g["resume"]) for t, g in grants.items()
+        if "resume" in g})
+    out: dict[str, Any] = dict.fromkeys(tickets)
+    for ticket, grant in grants.items():
+        user = grant["user"]
+        reply = {"user": user, "team": grant["team"], "channels": sorted(members[user])}
+        if "resume" in grant:
+            plan = plans[ticket]
+            reply |= {"resume": plan.start, "resume_failed": plan.failed}
+        out[ticket] = reply
+    return out
 
 
 async def events(rt: Runtime, p: Params) -> dict[str, Any]:

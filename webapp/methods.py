@@ -7,20 +7,28 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cluster import ids
-from webapp import store
+from webapp import resume, store
 from webapp.params import ApiError, Params, encodable
 from webapp.runtime import Runtime
 from webapp.shapes import channel_shape
 
 MAX_TEXT = 40_000
 NAME_RE = re.compile(r"^[a-z0-9_\-]+$")
-_IDEM_WAIT_S = 5.0
+# client_msg_id idempotency (see _post_once). A retry that finds its id "pending" waits this
+# long for the attempt in flight to answer (a post takes milliseconds) before it asks the
+# database, which decides either way: a claim left by a killed process costs a retry no more.
+_IDEM_WAIT_S = 0.5
+_IDEM_POLL_S = 0.05
+_PENDING = b"pending"
+# a claim outlives the longest request that can hold it by this much (scheduling, GC pauses)
+_PENDING_MARGIN_S = 2.0
 
 Handler = Callable[[Runtime, store.Identity, Params], Awaitable[dict[str, Any]]]
 METHODS: dict[str, Handler] = {}
@@ -87,30 +95,61 @@ async def _post(rt: Runtime, who: store.Identity, channel: str, text: str,
         posted, message = await store.post_message(rt.db, channel, who, text, thread_us, cmid)
     except store.PostRefused as exc:
         raise ApiError(exc.error) from exc
-    await rt.notify([posted])
+    # None: an earlier attempt with this client_msg_id committed the message and its event;
+    # if it died before notifying, the channel server's head check delivers the event
+    if posted is not None:
+        await rt.notify([posted])
     return {"channel": channel, "ts": message["ts"], "message": message}
+
+
+def pending_lease_s(rt: Runtime) -> int:
+    """How long a "pending" claim stands: the longest a post can run once it holds one
+    (every transaction attempt waiting out InnoDB's lock wait timeout, then the whole notify
+    deadline) plus a margin. By then a live attempt has answered and a dead one's claim is
+    gone; nothing is stuck "pending" for the reply cache's 24 h."""
+    retry = rt.db.retry
+    transaction_s = retry.attempts * (rt.db.lock_wait_timeout_s + retry.cap_s)
+    return math.ceil(transaction_s + rt.settings.notify_deadline_s + _PENDING_MARGIN_S)
 
 
 async def _post_once(rt: Runtime, who: store.Identity, channel: str, text: str,
                      thread_us: int | None, cmid: str) -> dict[str, Any]:
-    """client_msg_id idempotency: a retried post returns the first post's reply."""
+    """client_msg_id idempotency: a retried post returns the first post's reply.
+
+    Redis is the fast path: the reply cached for 24 h, and a short "pending" claim while an
+    attempt is in flight. The database makes it exact: post_message returns the message an
+    earlier attempt committed with this id, so a retry after the webapp died mid-post, or
+    after Redis lost the key, still answers ok with exactly one message stored."""
     key = rt.key("idem", who.user_id, cmid)
-    ttl = rt.settings.idempotency_ttl_s
-    deadline = asyncio.get_running_loop().time() + _IDEM_WAIT_S
-    while not await rt.redis.set(key, "pending", nx=True, ex=ttl):
-        held = await rt.redis.get(key)
-        if held and held != b"pending":
-            return json.loads(held)
-        if asyncio.get_running_loop().time() > deadline:
-            raise ApiError("internal_error")
-        await asyncio.sleep(0.05)
+    claimed, reply = await _claim(rt, key)
+    if reply is not None:
+        return reply
     try:
         reply = await _post(rt, who, channel, text, thread_us, cmid)
     except BaseException:
-        await rt.redis.delete(key)
+        if claimed:
+            await rt.redis.delete(key)
         raise
-    await rt.redis.set(key, json.dumps(reply), ex=ttl)
+    await rt.redis.set(key, json.dumps(reply), ex=rt.settings.idempotency_ttl_s)
     return reply
+
+
+async def _claim(rt: Runtime, key: str) -> tuple[bool, dict[str, Any] | None]:
+    """Mark an attempt in flight, or wait briefly for the one that is: (True, None) when
+    claimed, (False, its reply) once it answered, (False, None) when it did not answer in
+    _IDEM_WAIT_S (slow, or died with its process): the caller then posts unclaimed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _IDEM_WAIT_S
+    lease = pending_lease_s(rt)
+    while True:
+        if await rt.redis.set(key, _PENDING, nx=True, ex=lease):
+            return True, None
+        held = await rt.redis.get(key)
+        if held is not None and held != _PENDING:
+            return False, json.loads(held)
+        if loop.time() >= deadline:
+            return False, None
+        await asyncio.sleep(_IDEM_POLL_S)
 
 
 def _check_name(name: str | None) -> str:
@@ -210,14 +249,17 @@ async def conversations_history(rt: Runtime, who: store.Identity, p: Params) -> 
 
 @method("rtm.connect")
 async def rtm_connect(rt: Runtime, who: store.Identity, p: Params) -> dict[str, Any]:
-    # read fresh: a gateway that is shutting down leaves the registry before it says goodbye,
-    # and its clients come straight back here
-    gateways = list((await rt.services("gateway_server", fresh=True)).values())
+    """A single-use ticket for a gateway; with ``resume``, the socket replays what the
+    client missed (docs/rtm.md)."""
+    gateways = list((await rt.gateways()).values())
     if not gateways:
         raise ApiError("internal_error")
+    grant: dict[str, Any] = {"user": who.user_id, "team": who.team_id}
+    asked = resume.parse(p.raw.get("resume"))
+    if asked is not None:
+        grant["resume"] = asked  # judged when the gateway redeems the ticket
     ticket = secrets.token_urlsafe(24)
-    await rt.redis.set(rt.key("rtm", ticket),
-                       json.dumps({"user": who.user_id, "team": who.team_id}),
+    await rt.redis.set(rt.key("rtm", ticket), json.dumps(grant),
                        ex=rt.settings.rtm_ticket_ttl_s)
     url = secrets.choice(gateways)
     return {"url": f"{url}/rtm?ticket={ticket}",

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from cluster import registry
 from cluster.settings import Settings
-from webapp import store
+from webapp import retention, store
 from webapp.db import Database
 from webapp.ratelimit import RateLimiter
 
@@ -23,22 +23,33 @@ log = logging.getLogger(__name__)
 
 _AUTH_CACHE_MAX = 50_000
 _DISCOVERY_TTL_S = 1.0
+REDIS_POOL_SIZE = 64
+REDIS_WAIT_S = 5.0
 
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url)
+        # a blocking pool: at its limit a request waits for a connection (up to the
+        # timeout) instead of failing with MaxConnectionsError, which a reconnect storm of
+        # a few hundred concurrent rtm.connect calls otherwise turns into internal_errors
+        self.redis: aioredis.Redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=REDIS_WAIT_S))
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
         self.limiter = RateLimiter(self.redis, settings.rate_limit_per_minute)
         self._auth: dict[str, tuple[float, store.Identity]] = {}
         self._discovered: dict[str, tuple[float, dict[str, str]]] = {}
+        self._purger: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self.db.open()
+        self._purger = asyncio.create_task(retention.run(self.db, self.redis, self.settings))
 
     async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
         await self.http.aclose()
         await self.redis.aclose()
         await self.db.close()
@@ -68,6 +79,14 @@ class Runtime:
         found = registry.urls(raw)
         self._discovered[role] = (now + _DISCOVERY_TTL_S, found)
         return found
+
+    async def gateways(self) -> dict[str, str]:
+        """Gateways to hand out, read fresh: a drained gateway leaves the registry before it
+        says goodbye, and its clients come straight back; among live leases, the recently
+        renewed ones, so a gateway that just died is skipped before its lease runs out."""
+        raw = await self.redis.hgetall(
+            registry.registry_key(self.settings.redis_prefix, "gateway_server"))
+        return registry.recently_renewed(raw, self.settings.lease_ttl_s)
 
     def forget(self, role: str) -> None:
         self._discovered.pop(role, None)

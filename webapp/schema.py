@@ -55,6 +55,22 @@ CHAT = [
         PRIMARY KEY (user_id, channel_id)) {_TABLE_OPTS}""",
 ]
 
+# Changes to tables that already exist in older deployments; each must be idempotent
+# (MariaDB's IF NOT EXISTS forms), since every start runs them all again.
+CHAT_MIGRATIONS = [
+    # the channel's seq just before the member joined: RTM resume replays a channel the user
+    # joined while away from here (NULL: joined before this column existed; read as 0)
+    "ALTER TABLE user_channels ADD COLUMN IF NOT EXISTS joined_at BIGINT NULL",
+    # the retention purge deletes the event log by age
+    "CREATE INDEX IF NOT EXISTS by_ts ON events (ts_us)",
+    # client_msg_id idempotency that survives a webapp killed mid-post and a Redis that lost
+    # its keys: a retry finds the committed message (NULL ids are never equal, so posts
+    # without one are unaffected). A deployment that already holds duplicates must remove
+    # them before this index can be built.
+    "CREATE UNIQUE INDEX IF NOT EXISTS by_client_msg ON messages "
+    "(channel_id, user_id, client_msg_id)",
+]
+
 
 async def ensure_schema(settings: Settings) -> None:
     """Create every database and table that is missing; safe to run again."""
@@ -65,7 +81,8 @@ async def ensure_schema(settings: Settings) -> None:
     try:
         async with conn.cursor() as cur:
             targets = [(settings.db_name("directory"), DIRECTORY)] + [
-                (settings.db_name("chat", shard), CHAT) for shard in settings.chat_shards
+                (settings.db_name("chat", shard), CHAT + CHAT_MIGRATIONS)
+                for shard in settings.chat_shards
             ]
             for db, ddl in targets:
                 await cur.execute(

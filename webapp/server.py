@@ -1,10 +1,12 @@
 """The webapp process: uvicorn on a socket we bind first, so port 0 works and the address
-is known (and registered in Redis) before the first request."""
+is known (and registered in Redis) before the first request; with header, body and keep-alive
+timeouts (webapp/http_timeouts.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from cluster import registry
 from cluster.settings import Settings
 from ops.addrfile import write_addr
 from webapp.app import build_app
+from webapp.http_timeouts import BodyDeadline, header_deadline_protocol
 from webapp.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -58,9 +61,15 @@ def serve(settings: Settings, name: str, port: int, addr_file: Path | None) -> N
             task.cancel()
         await rt.redis.hdel(key, name)
 
-    app = build_app(settings, on_ready=on_ready, on_stop=on_stop)
+    app = BodyDeadline(build_app(settings, on_ready=on_ready, on_stop=on_stop),
+                       settings.http_body_timeout_s)
+    # h11 named explicitly: the header deadline extends uvicorn's h11 protocol ("auto" would
+    # pick httptools if it were ever installed)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+                            http=header_deadline_protocol(settings.http_header_timeout_s),
+                            # uvicorn takes whole seconds; rounding up keeps it above httpx's
+                            timeout_keep_alive=math.ceil(settings.http_keepalive_timeout_s),
                             lifespan="on")
     server = uvicorn.Server(config)
     asyncio.run(server.serve(sockets=[sock]))

@@ -185,6 +185,29 @@ async def user_channels(db: Database, user_id: str) -> list[str]:
         return [r["channel_id"] for r in await cur.fetchall()]
 
 
+async def user_memberships(db: Database, user_id: str) -> dict[str, int]:
+    """channel id -> the channel's seq just before the user joined (where a resume of a
+    channel joined while away starts); memberships older than that column read as 0."""
+    return (await many_memberships(db, [user_id]))[user_id]
+
+
+async def many_memberships(db: Database, users: list[str]) -> dict[str, dict[str, int]]:
+    """user_memberships for many users: one query per shard touched."""
+    out: dict[str, dict[str, int]] = {user: {} for user in users}
+    by_shard: dict[str, list[str]] = {}
+    for user in out:
+        by_shard.setdefault(db.shard_of(user), []).append(user)
+    for group in by_shard.values():
+        async with db.chat(group[0]) as cur:
+            marks = ",".join(["%s"] * len(group))
+            await cur.execute(
+                "SELECT user_id, channel_id, joined_at FROM user_channels "
+                f"WHERE user_id IN ({marks})", group)
+            for r in await cur.fetchall():
+                out[r["user_id"]][r["channel_id"]] = int(r["joined_at"] or 0)
+    return out
+
+
 async def create_channel(
     db: Database, team_id: str, creator: str, name: str, is_private: bool, shape: Shape,
 ) -> tuple[dict[str, Any], list[Posted]]:
@@ -314,8 +337,8 @@ async def _link_member(
     channel's seq before the join, lets the gateway subscribe from the join itself."""
     seq, last_ts_us = await lock_stream(cur, user_id)
     await cur.execute(
-        "INSERT IGNORE INTO user_channels (user_id, channel_id) VALUES (%s, %s)",
-        (user_id, channel["id"]),
+        "INSERT IGNORE INTO user_channels (user_id, channel_id, joined_at) VALUES (%s, %s, %s)",
+        (user_id, channel["id"], at or 0),
     )
     if cur.rowcount == 0:
         return None
@@ -340,11 +363,22 @@ class PostRefused(Exception):
 async def post_message(
     db: Database, channel_id: str, who: Identity, text: str,
     thread_ts_us: int | None, client_msg_id: str | None,
-) -> tuple[Posted, dict[str, Any]]:
-    """One single-shard transaction: check, allocate seq+ts, insert message and event."""
+) -> tuple[Posted | None, dict[str, Any]]:
+    """One single-shard transaction: check, allocate seq+ts, insert message and event.
 
-    async def post(cur: aiomysql.DictCursor) -> tuple[Posted, int]:
+    A ``client_msg_id`` this user already posted in this channel returns that message and
+    no event (None): the attempt that committed it also committed its event, which reaches
+    the channel even if that attempt died before notifying (channel servers' head checks).
+    """
+
+    async def post(cur: aiomysql.DictCursor) -> tuple[Posted, int] | dict[str, Any]:
         row = await _lock_for_post(cur, channel_id, who, thread_ts_us)
+        # after the stream lock: posts to the channel are serialised, so an earlier attempt
+        # with this id has either committed (and is found) or has not begun
+        if client_msg_id is not None:
+            earlier = await _posted_with_client_id(cur, channel_id, who.user_id, client_msg_id)
+            if earlier is not None:
+                return earlier
 
         def build(ts: str) -> dict[str, Any]:
             msg = message_shape(who, text, ts, thread_ts_us, client_msg_id)
@@ -360,8 +394,31 @@ async def post_message(
         )
         return posted, ts_us
 
-    posted, ts_us = await db.transact(channel_id, post)
+    try:
+        done = await db.transact(channel_id, post)
+    except aiomysql.IntegrityError:
+        if client_msg_id is None:
+            raise
+        # the unique (channel, user, client_msg_id) index caught a twin our lookup missed
+        # (its snapshot predated the twin's commit): a fresh transaction finds it
+        done = await db.transact(channel_id, post)
+    if isinstance(done, dict):
+        return None, row_to_message(done, who.team_id)
+    posted, ts_us = done
     return posted, message_shape(who, text, ids.format_ts(ts_us), thread_ts_us, client_msg_id)
+
+
+async def _posted_with_client_id(
+    cur: aiomysql.DictCursor, channel_id: str, user_id: str, client_msg_id: str,
+) -> dict[str, Any] | None:
+    """A plain read, taken under the stream lock: a locking read would gap-lock the unique
+    index, and two posts to different channels whose keys share a gap would then deadlock
+    on their inserts."""
+    await cur.execute(
+        "SELECT * FROM messages WHERE channel_id=%s AND user_id=%s AND client_msg_id=%s",
+        (channel_id, user_id, client_msg_id),
+    )
+    return await cur.fetchone()
 
 
 async def _lock_for_post(
@@ -462,3 +519,40 @@ async def stream_heads(db: Database, streams: list[str]) -> dict[str, int]:
             for row in await cur.fetchall():
                 heads[row["stream_id"]] = int(row["seq"])
     return heads
+
+
+async def oldest_events(db: Database, streams: list[str]) -> dict[str, int]:
+    """The oldest seq still in the event log of each stream that has any (the retention
+    purge removes older ones): a resume from before it cannot be served."""
+    by_shard: dict[str, list[str]] = {}
+    for stream in streams:
+        by_shard.setdefault(db.shard_of(stream), []).append(stream)
+    oldest: dict[str, int] = {}
+    for group in by_shard.values():
+        async with db.chat(group[0]) as cur:
+            marks = ",".join(["%s"] * len(group))
+            await cur.execute(
+                f"SELECT stream_id, MIN(seq) AS seq FROM events WHERE stream_id IN ({marks}) "
+                "GROUP BY stream_id", group)
+            for row in await cur.fetchall():
+                oldest[row["stream_id"]] = int(row["seq"])
+    return oldest
+
+
+async def purge_events(db: Database, before_us: int, batch: int = 5000) -> int:
+    """Delete event-log rows older than ``before_us`` on every shard, in small batches so no
+    transaction holds many locks; returns how many went. Messages stay (history reads
+    them); only resume and gap repair read the log."""
+    total = 0
+    for shard in db.shards():
+        while True:
+            async def purge(cur: aiomysql.DictCursor) -> int:
+                await cur.execute("DELETE FROM events WHERE ts_us < %s LIMIT %s",
+                                  (before_us, batch))
+                return int(cur.rowcount)
+
+            gone = await db.transact_shard(shard, purge)
+            total += gone
+            if gone < batch:
+                break
+    return total
