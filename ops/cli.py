@@ -13,7 +13,8 @@ from typing import Any
 
 from cluster import settings as settings_mod
 from cluster.settings import Settings
-from ops import cluster, progress, ringops, views
+from ops import cluster, gatewayops, progress, ringops, views
+from ops.errors import UsageError
 
 TRIO_ROLES = ("admin_server", "channel_server", "gateway_server", "presence_server",
               "ring_manager")
@@ -55,12 +56,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     fn = _trio_main(args, settings, addr)
 
+    async def run_then_stop(stop: trio.CancelScope) -> None:
+        await fn()
+        stop.cancel()  # fn ended on its own (a drained gateway): the process exits, 0
+
     async def until_signal() -> None:
         from cluster.service import unregister
 
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(fn)
+                nursery.start_soon(run_then_stop, nursery.cancel_scope)
                 async for _ in signals:
                     # leave the registry before connections close: clients told `goodbye`
                     # reconnect at once and must not be handed this process again
@@ -167,6 +172,14 @@ def _ring_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway_drain(args: argparse.Namespace) -> int:
+    opts = gatewayops.Options(window=args.window, timeout=args.timeout, force=args.force,
+                              progress=progress.wanted(args.json))
+    doc = gatewayops.drain(_run_dir(args), args.name, opts)
+    _print(doc, args.json, gatewayops.result_text(doc))
+    return 0
+
+
 def _count(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
@@ -180,6 +193,13 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _window(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= gatewayops.MAX_WINDOW_S:
+        raise argparse.ArgumentTypeError(f"must be 0 to {gatewayops.MAX_WINDOW_S:g} seconds")
     return value
 
 
@@ -215,6 +235,25 @@ def _ring_parser(sub: Any) -> None:
         cmd.set_defaults(fn=fn)
 
 
+def _gateway_parser(sub: Any) -> None:
+    gateway = sub.add_parser("gateway", help="gateway servers (client RTM sockets)")
+    gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True)
+    drain = gateway_sub.add_parser(
+        "drain", help="say goodbye to a gateway's clients over a window, then stop it")
+    drain.add_argument("name", metavar="NAME", type=_member_name,
+                       help="a gateway process of the run dir (e.g. gateway-1)")
+    drain.add_argument("--window", type=_window, metavar="SECONDS",
+                       help="spread the goodbyes over this long (default: the cluster's "
+                            "gateway_drain_window_s)")
+    drain.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                       help="give up waiting for the process to exit after this long "
+                            f"(default: the window + {gatewayops.DEFAULT_EXTRA_S:g})")
+    drain.add_argument("--force", action="store_true",
+                       help="drain even the last live gateway (its clients cannot reconnect)")
+    drain.add_argument("--json", action="store_true")
+    drain.set_defaults(fn=_gateway_drain)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="backchannel", description=__doc__)
     p.add_argument("--config", help="settings TOML (default: env BACKCHANNEL_CONFIG)")
@@ -243,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
     sd.set_defaults(fn=_seed)
 
     _ring_parser(sub)
+    _gateway_parser(sub)
 
     serve = sub.add_parser("serve", help="run one service process (used by `up`)")
     serve.add_argument("role", choices=("webapp", *TRIO_ROLES))
@@ -271,6 +311,22 @@ def parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seconds", type=float, default=5.0, help="posting time per phase")
     chaos.add_argument("--json", action="store_true")
     chaos.set_defaults(fn=_chaos)
+
+    rb = sub.add_parser("resume-bench", help="RTM resume: time from a gateway kill -9 until "
+                                             "its clients resumed, replay events/s, memory "
+                                             "per resumed session")
+    rb.add_argument("--clients", type=_count(1), default=100,
+                    help="resuming clients on the gateway that is killed")
+    rb.add_argument("--away", type=_count(1), default=10_000,
+                    help="events posted while the replay client is away")
+    rb.add_argument("--rate", type=_positive, default=50.0, help="posts per second during "
+                                                                 "the kill")
+    rb.add_argument("--concurrency", type=_count(1), default=16,
+                    help="posts in flight while posting the --away events")
+    rb.add_argument("--gateway", type=_member_name,
+                    help="the gateway to kill (default: the first live one)")
+    rb.add_argument("--json", action="store_true")
+    rb.set_defaults(fn=_resume_bench)
     return p
 
 
@@ -293,11 +349,29 @@ def _chaos(args: argparse.Namespace) -> int:
     return 0 if clean else 1
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _resume_bench(args: argparse.Namespace) -> int:
+    from ops import resumebench
+
+    doc = resumebench.run(_run_dir(args), args.clients, args.away, args.rate,
+                          args.concurrency, args.gateway)
+    _print(doc, args.json, json.dumps(doc, indent=2))
+    return 0 if resumebench.clean(doc) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 when done, 1 when the cluster said no (or is missing), 2 for bad usage."""
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
+    except UsageError as exc:
+        return _fail(args, str(exc), 2)
     except cluster.ClusterError as exc:
         return _fail(args, str(exc))
     except KeyboardInterrupt:

@@ -1,10 +1,15 @@
-"""The one error the CLI turns into a one-line message and exit status 1."""
+"""The errors the CLI turns into a one-line message and exit status 1 (2 for UsageError)."""
 
 from __future__ import annotations
 
 
 class ClusterError(RuntimeError):
     """Something about the cluster is wrong or missing; the message says what to do."""
+
+
+class UsageError(ClusterError):
+    """The command names something that cannot be meant (an unknown process, the wrong
+    role): exit status 2, like a malformed argument."""
 
 
 class NoCluster(ClusterError):

@@ -1,13 +1,15 @@
 """Delivery under faults, measured from outside: RTM members that stay connected, a poster
 at a steady rate, and a fault in the middle. Counts per member and channel what was lost,
 duplicated and reordered against every post that answered ``ok``, and how long the fault
-silenced the affected channels. Used by the fault tests and by `backchannel chaos`."""
+silenced the affected channels. Used by the fault tests, by `backchannel chaos` and (with
+resuming members, ops/resumer.py) by `backchannel resume-bench`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,20 +17,36 @@ import httpx
 import trio
 from trio_websocket import open_websocket_url
 
+Acked = dict[str, list[tuple[str, float]]]  # channel -> [(ts, when posted)]
+
 
 @dataclasses.dataclass
 class Member:
     token: str
     got: dict[str, list[tuple[str, float]]] = dataclasses.field(default_factory=dict)
     closed: str = ""
+    # channel -> text -> times seen: checks delivery by content, independently of ts
+    texts: dict[str, Counter[str]] = dataclasses.field(default_factory=dict)
+
+    def record(self, event: dict[str, Any], prefix: str) -> bool:
+        """Count a ``message`` event whose text starts with ``prefix``; True if counted."""
+        text = event.get("text")
+        if event.get("type") != "message" or not isinstance(text, str) \
+                or not text.startswith(prefix):
+            return False
+        channel = str(event.get("channel"))
+        self.got.setdefault(channel, []).append((str(event.get("ts")), time.monotonic()))
+        self.texts.setdefault(channel, Counter())[text] += 1
+        return True
 
 
 @dataclasses.dataclass
 class Report:
-    acked: dict[str, list[tuple[str, float]]]  # channel -> [(ts, when posted)]
+    acked: Acked
     members: list[Member]
     failed_posts: int
     fault_at: float | None
+    posted: dict[str, set[str]] = dataclasses.field(default_factory=dict)  # channel -> texts
 
     def counts(self) -> dict[str, int]:
         lost = dup = reordered = delivered = 0
@@ -42,6 +60,17 @@ class Report:
                 delivered += len(seen)
         return {"delivered": delivered, "lost": lost, "duplicated": dup,
                 "reordered": reordered, "failed_posts": self.failed_posts}
+
+    def text_counts(self) -> dict[str, int]:
+        """Per member and channel, acked texts never seen and acked texts seen more than
+        once: "every acked post, exactly once", by content."""
+        missing = repeated = 0
+        for m in self.members:
+            for channel, texts in self.posted.items():
+                seen = m.texts.get(channel, Counter())
+                missing += sum(1 for t in texts if seen[t] == 0)
+                repeated += sum(1 for t in texts if seen[t] > 1)
+        return {"texts_missing": missing, "texts_repeated": repeated}
 
     def silence(self, channels: list[str]) -> float | None:
         """Seconds from the fault to the first delivery, on any of ``channels``, of a post
@@ -60,6 +89,54 @@ class Report:
                 for ts, when in got if ts in posted]
 
 
+@dataclasses.dataclass
+class Poster:
+    """Posts ``"<prefix> <i>"`` round-robin over channels; records every post that answered
+    ok (ts and text) and counts the others."""
+
+    http: httpx.AsyncClient
+    api: str
+    token: str
+    channels: list[str]
+    prefix: str = "load"
+    acked: Acked = dataclasses.field(default_factory=dict)
+    posted: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    failed: int = 0
+    sent: int = 0
+
+    async def post(self, i: int) -> None:
+        channel = self.channels[i % len(self.channels)]
+        text = f"{self.prefix} {i}"
+        at = time.monotonic()
+        try:
+            body = (await self.http.post(self.api + "chat.postMessage", json={
+                "channel": channel, "text": text},
+                headers={"Authorization": f"Bearer {self.token}"})).json()
+        except (httpx.HTTPError, ValueError):
+            body = {}
+        if body.get("ok"):
+            self.acked.setdefault(channel, []).append((body["ts"], at))
+            self.posted.setdefault(channel, set()).add(text)
+        else:
+            self.failed += 1
+
+    async def run(self, rate: float, more: Callable[[int], bool]) -> None:
+        """Post ``rate``/s while ``more(i)`` (i: posts started so far), each post in its own
+        task so a slow answer does not slow the rate; returns once every post answered."""
+        async with trio.open_nursery() as posters:
+            start = trio.current_time()  # trio's clock, not time.monotonic(): another origin
+            while more(self.sent):
+                await trio.sleep_until(start + self.sent / rate)
+                posters.start_soon(self.post, self.sent)
+                self.sent += 1
+        for acks in self.acked.values():
+            acks.sort()
+
+    def report(self, members: list[Member], fault_at: float | None = None) -> Report:
+        acked = {c: self.acked.get(c, []) for c in self.channels}
+        return Report(acked, members, self.failed, fault_at, self.posted)
+
+
 async def _member(http: httpx.AsyncClient, api: str, member: Member, prefix: str,
                   ready: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     reply = (await http.post(api + "rtm.connect",
@@ -72,11 +149,7 @@ async def _member(http: httpx.AsyncClient, api: str, member: Member, prefix: str
         task_status.started()
         try:
             while True:
-                event = json.loads(await ws.get_message())
-                if event.get("type") == "message" and str(event.get("text", "")).startswith(
-                        prefix):
-                    member.got.setdefault(event["channel"], []).append(
-                        (event["ts"], time.monotonic()))
+                member.record(json.loads(await ws.get_message()), prefix)
         except Exception as exc:  # noqa: BLE001 - a member that drops is reported, not fatal
             member.closed = type(exc).__name__
 
@@ -88,29 +161,12 @@ async def run(api: str, poster: str, members: list[str], channels: list[str], *,
     """Connect every member, post ``rate``/s round-robin over ``channels`` for ``seconds``,
     run ``fault`` after ``fault_after`` s, then wait (at most ``settle`` s) until every
     member has every acknowledged post."""
-    acked: dict[str, list[tuple[str, float]]] = {c: [] for c in channels}
     crowd = [Member(t) for t in members]
-    failed = 0
     fault_at: list[float] = []
     async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as nursery:
         for m in crowd:
             await nursery.start(_member, http, api, m, prefix, trio.Event())
-
-        async def post(i: int) -> None:
-            nonlocal failed
-            channel = channels[i % len(channels)]
-            at = time.monotonic()
-            try:
-                body = (await http.post(api + "chat.postMessage", json={
-                    "channel": channel, "text": f"{prefix} {i}"},
-                    headers={"Authorization": f"Bearer {poster}"})).json()
-            except httpx.HTTPError:
-                body = {}
-            if body.get("ok"):
-                acked[channel].append((body["ts"], at))
-            else:
-                failed += 1
-
+        load = Poster(http, api, poster, channels, prefix)
         fault_done = trio.Event()
 
         async def faulter() -> None:
@@ -125,25 +181,24 @@ async def run(api: str, poster: str, members: list[str], channels: list[str], *,
             nursery.start_soon(faulter)
         else:
             fault_done.set()
-        async with trio.open_nursery() as posters:
-            start = trio.current_time()  # trio's clock, not time.monotonic(): another origin
-            i = 0
-            # posts go on for `seconds`, and for as long as the fault takes (a drain that
-            # waits for subscriptions to move is measured under load from start to end)
-            while i < rate * seconds or not fault_done.is_set():
-                await trio.sleep_until(start + i / rate)
-                posters.start_soon(post, i)
-                i += 1
-        for acks in acked.values():
-            acks.sort()
-        with trio.move_on_after(settle):
-            while not all(_complete(m, acked) for m in crowd):
-                await trio.sleep(0.05)
+        # posts go on for `seconds`, and for as long as the fault takes (a drain that
+        # waits for subscriptions to move is measured under load from start to end)
+        await load.run(rate, lambda i: i < rate * seconds or not fault_done.is_set())
+        await settle_until_complete(crowd, load.acked, settle)
         nursery.cancel_scope.cancel()
-    return Report(acked, crowd, failed, fault_at[0] if fault_at else None)
+    return load.report(crowd, fault_at[0] if fault_at else None)
 
 
-def _complete(member: Member, acked: dict[str, list[tuple[str, float]]]) -> bool:
+async def settle_until_complete(members: list[Member], acked: Acked, settle: float) -> bool:
+    """Wait (at most ``settle`` s) until every member has every acked post."""
+    with trio.move_on_after(settle):
+        while not all(complete(m, acked) for m in members):
+            await trio.sleep(0.05)
+        return True
+    return False
+
+
+def complete(member: Member, acked: Acked) -> bool:
     for channel, acks in acked.items():
         seen = {ts for ts, _ in member.got.get(channel, [])}
         if any(ts not in seen for ts, _ in acks):

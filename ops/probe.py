@@ -20,8 +20,8 @@ def get_json(url: str, headers: dict[str, str] | None = None,
     return doc if isinstance(doc, dict) else None
 
 
-def health(http_url: str) -> dict[str, Any] | None:
-    return get_json(http_url.rstrip("/") + "/health")
+def health(http_url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    return get_json(http_url.rstrip("/") + "/health", timeout=timeout)
 
 
 def streams(http_url: str, secret: str) -> dict[str, int] | None:

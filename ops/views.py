@@ -12,7 +12,7 @@ import redis
 from cluster.ring import VNODES, Ring, RingConfig
 from cluster.settings import Settings
 from ops import probe
-from ops.cluster import alive, healthy, read_ring, require_state, run_settings
+from ops.cluster import alive, read_ring, require_state, run_settings
 from ops.errors import ClusterError
 from ops.leases import Leases, live_leases
 
@@ -121,11 +121,10 @@ def status(run_dir: Path) -> dict[str, Any] | None:
     except ClusterError:
         return None
     settings = run_settings(state)
-    processes = [{"name": p["name"], "role": p["role"], "pid": p["pid"],
-                  "address": p["url"], "healthy": alive(p["pid"]) and healthy(p)}
-                 for p in state["processes"]]
+    processes = [_process_status(p) for p in state["processes"]]
+    # a drained gateway exits on purpose: gone is what it should be
     problems = [f"process {p['name']} ({p['role']}, pid {p['pid']}) is down"
-                for p in processes if not p["healthy"]]
+                for p in processes if not p["healthy"] and not p["draining"]]
     try:
         config, leases = read_ring(settings), live_leases(settings)
     except redis.RedisError:
@@ -137,6 +136,15 @@ def status(run_dir: Path) -> dict[str, Any] | None:
         problems += ring_problems
     return {"webapp_url": state["webapp_url"], "processes": processes, "ring": ring,
             "healthy": not problems, "problems": problems}
+
+
+def _process_status(entry: dict[str, Any]) -> dict[str, Any]:
+    """``draining``: a gateway that reports it, or one `gateway drain` asked to drain (the
+    record is marked) that has not been forgotten yet."""
+    health = probe.health(entry["http_url"]) if alive(entry["pid"]) else None
+    draining = entry.get("draining") is True or bool(health and health.get("draining") is True)
+    return {"name": entry["name"], "role": entry["role"], "pid": entry["pid"],
+            "address": entry["url"], "healthy": health is not None, "draining": draining}
 
 
 def _ring_status(config: RingConfig, leases: Leases) -> tuple[dict[str, Any], list[str]]:
@@ -154,6 +162,12 @@ def _ring_status(config: RingConfig, leases: Leases) -> tuple[dict[str, Any], li
     return ring, problems
 
 
+def _process_state(p: dict[str, Any]) -> str:
+    if p.get("draining"):
+        return "draining" if p["healthy"] else "drained"
+    return "healthy" if p["healthy"] else "DOWN"
+
+
 def status_text(doc: dict[str, Any]) -> str:
     ring = doc["ring"]
     lines = [f"webapp_url: {doc['webapp_url']}",
@@ -161,8 +175,7 @@ def status_text(doc: dict[str, Any]) -> str:
                  f"{slot} ({d['state']}{'' if d['alive'] else ', DEAD'})"
                  for slot, d in ring["detail"].items())]
     lines += [f"  {p['name']:<16} {p['role']:<16} pid={p['pid']:<8} "
-              f"{'healthy' if p['healthy'] else 'DOWN':<8} {p['address']}"
-              for p in doc["processes"]]
+              f"{_process_state(p):<8} {p['address']}" for p in doc["processes"]]
     lines.append("healthy" if doc["healthy"] else "UNHEALTHY:")
     lines += [f"  - {problem}" for problem in doc["problems"]]
     return "\n".join(lines)
