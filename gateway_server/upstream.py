@@ -156,25 +156,10 @@ class Upstream:
         """One page of (after, upto] for a resuming client, as (seq, payload); None when
         this member no longer owns the stream or could not read the log. Raises
         trio.TooSlowError if the link is down or the answer does not come."""
-        ws = self._ws
-        if ws is None:
-            raise trio.TooSlowError
-        frame_id = next(self._ids)
-        done, replies = trio.Event(), []
-        self._acks[frame_id] = (done, replies)
-        try:
-            with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
-                await ws.send_message(wire.dumps({"type": "replay", "id": frame_id,
-                                                  "stream": stream, "after": after,
-                                                  "upto": upto}))
-                await done.wait()
-        except ConnectionClosed as exc:
-            raise trio.TooSlowError from exc
-        finally:
-            self._acks.pop(frame_id, None)
-        if not replies:
-            raise trio.TooSlowError  # the link went down meanwhile
-        frame = replies[0]
+        request = {"type": "replay", "id": next(self._ids), "stream": stream, "after": after,
+                   "upto": upto}
+        with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
+            frame = await self._ask(request)
         if frame.get("moved") is not False or frame.get("error"):
             return None
         return _page(frame.get("items"), stream)
@@ -212,27 +197,34 @@ class Upstream:
                 pass
 
     async def _request(self, kind: str, streams: list[str], epoch: int) -> list[str]:
-        ws = self._ws
-        if ws is None:
+        if self._ws is None:
             raise trio.TooSlowError
         frame_id = next(self._ids)
-        done, replies = trio.Event(), []
-        self._acks[frame_id] = (done, replies)
         self._pending[frame_id] = set(streams)
         after = self.positions(streams)
         self._from[frame_id] = set(after)
+        reply = await self._ask({"type": kind, "id": frame_id, "epoch": epoch,
+                                 "streams": streams, "after": after})
+        return [s for s in reply.get("moved", []) if isinstance(s, str)]
+
+    async def _ask(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send a frame carrying a fresh ``id`` and wait for the answer with that id; raises
+        trio.TooSlowError if the link is or goes down first."""
+        ws = self._ws
+        if ws is None:
+            raise trio.TooSlowError
+        done, replies = trio.Event(), []
+        self._acks[frame["id"]] = (done, replies)
         try:
-            await ws.send_message(wire.dumps(
-                {"type": kind, "id": frame_id, "epoch": epoch, "streams": streams,
-                 "after": after}))
+            await ws.send_message(wire.dumps(frame))
             await done.wait()
         except ConnectionClosed as exc:
             raise trio.TooSlowError from exc
         finally:
-            self._acks.pop(frame_id, None)
+            self._acks.pop(frame["id"], None)
         if not replies:
-            raise trio.TooSlowError
-        return [s for s in replies[0].get("moved", []) if isinstance(s, str)]
+            raise trio.TooSlowError  # the link went down meanwhile
+        return replies[0]
 
 
 def _page(items: Any, stream: str) -> list[tuple[int, str]]:

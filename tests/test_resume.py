@@ -66,6 +66,15 @@ async def socket(cluster: Cluster, token: str, resume: Any = None,
         yield sock
 
 
+async def two_users_and_positions(cluster: Cluster) -> tuple[dict, dict, str, Positions]:
+    """A fresh workspace (alice, bob, #general) and bob's positions from a first hello."""
+    demo = cluster.seed(2)
+    alice, bob = demo["users"]
+    async with socket(cluster, bob["token"]) as sock:
+        seen: Positions = dict(sock.hello["positions"])
+    return alice, bob, demo["channels"][0]["id"], seen
+
+
 async def post(cluster: Cluster, token: str, channel: str, texts: list[str],
                concurrency: int = 1) -> None:
     headers = {"Authorization": f"Bearer {token}"}
@@ -110,11 +119,7 @@ async def test_events_carry_positions_and_hello_gives_the_start(cluster: Cluster
 
 
 async def test_resume_replays_what_was_missed_then_goes_live(cluster: Cluster):
-    demo = cluster.seed(2)
-    alice, bob = demo["users"]
-    general = demo["channels"][0]["id"]
-    async with socket(cluster, bob["token"]) as sock:
-        seen: Positions = dict(sock.hello["positions"])
+    alice, bob, general, seen = await two_users_and_positions(cluster)
     await post(cluster, alice["token"], general, [f"away {i}" for i in range(30)])
     async with socket(cluster, bob["token"], resume=seen) as sock:
         assert sock.hello["positions"] == seen
@@ -131,11 +136,7 @@ async def test_resume_replays_what_was_missed_then_goes_live(cluster: Cluster):
 
 async def test_resume_as_form_string_and_up_to_date_positions_replay_nothing(
         cluster: Cluster):
-    demo = cluster.seed(2)
-    alice, bob = demo["users"]
-    general = demo["channels"][0]["id"]
-    async with socket(cluster, bob["token"]) as sock:
-        seen: Positions = dict(sock.hello["positions"])
+    alice, bob, general, seen = await two_users_and_positions(cluster)
     async with socket(cluster, bob["token"], resume=seen, form=True) as sock:
         await post(cluster, alice["token"], general, ["after"])
         await sock.read_until(lambda fs: texts(fs) == ["after"])
@@ -188,11 +189,7 @@ async def test_streams_the_user_cannot_read_fail_and_never_leak(cluster: Cluster
 
 
 async def test_bad_positions_fail_per_stream_and_go_live(cluster: Cluster):
-    demo = cluster.seed(2)
-    alice, bob = demo["users"]
-    general = demo["channels"][0]["id"]
-    async with socket(cluster, bob["token"]) as sock:
-        seen: Positions = dict(sock.hello["positions"])
+    alice, bob, general, seen = await two_users_and_positions(cluster)
     for bad in (-1, seen[general] + 1000, "7", 1.5, None, True):
         async with socket(cluster, bob["token"], resume={**seen, general: bad}) as sock:
             await post(cluster, alice["token"], general, [f"after {bad!r}"])
@@ -232,11 +229,7 @@ async def test_purged_positions_are_too_old(cluster: Cluster):
     from webapp import store
     from webapp.db import Database
 
-    demo = cluster.seed(2)
-    alice, bob = demo["users"]
-    general = demo["channels"][0]["id"]
-    async with socket(cluster, bob["token"]) as sock:
-        seen: Positions = dict(sock.hello["positions"])
+    alice, bob, general, seen = await two_users_and_positions(cluster)
     await post(cluster, alice["token"], general, ["gone 1", "gone 2"])
     cut = ids.now_us()
     await post(cluster, alice["token"], general, ["kept"])
