@@ -274,13 +274,17 @@ async def test_a_typing_flood_reaches_others_at_most_once_per_interval(cluster: 
     general = demo["channels"][0]["id"]
     async with socket(cluster, bob["token"]) as watcher, \
             socket(cluster, alice["token"]) as typist:
+        start = trio.current_time()
         for i in range(500):
             await typist.ws.send_message(json.dumps({"type": "typing", "id": i,
                                                      "channel": general}))
         await post(cluster, carol["token"], general, ["done"])
-        await watcher.read_until(lambda fs: "done" in texts(fs))
+        await watcher.read_until(lambda fs: "done" in texts(fs) and any(
+            f.get("type") == "user_typing" for f in fs))
+        took = trio.current_time() - start
     typing = [f for f in watcher.frames if f.get("type") == "user_typing"]
-    assert len(typing) <= 1
+    # one per 3 s window: a flood that took longer (a loaded machine) may pass one more
+    assert 1 <= len(typing) <= 1 + int(took // 3.0)
     assert all("seq" not in f for f in typing)  # ephemeral: no position
 
 
@@ -385,17 +389,23 @@ async def test_rtm_connect_stops_handing_out_a_killed_gateway(tmp_path):
     import time
     from urllib.parse import urlsplit
 
+    import redis
+
+    from cluster import registry
+
     with private_cluster(tmp_path, channels=1, gateways=2) as c:
         bob = c.seed(1)["users"][0]
         victim = c.processes("gateway_server")[0]
         dead = urlsplit(victim["url"]).netloc
         os.kill(victim["pid"], signal.SIGKILL)
         killed = time.monotonic()
-        with trio.fail_after(10):
-            streak = 0  # rtm.connect picks at random: ten misses in a row (p = 1/1024)
-            while streak < 10:
-                hit = dead == urlsplit(await connect(c, bob["token"])).netloc
-                streak = 0 if hit else streak + 1
+        key = registry.registry_key(c.settings.redis_prefix, "gateway_server")
+        client = redis.Redis.from_url(c.settings.redis_url)
+        with trio.fail_after(10):  # until the dead lease stops counting as recently renewed
+            while victim["name"] in registry.recently_renewed(client.hgetall(key),
+                                                              c.settings.lease_ttl_s):
+                await trio.sleep(0.02)
+        client.close()
         print(f"rtm.connect stopped handing out the dead gateway after "
               f"{time.monotonic() - killed:.2f} s")
         for _ in range(40):
