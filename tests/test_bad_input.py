@@ -264,14 +264,14 @@ BODY_CASES: list[Case] = [
     ("unsupported-content-type", _raw_post(
         lambda c: b"<xml/>", {"content-type": "application/xml"}), 200, "invalid_form_data"),
     ("body-over-1mib", _raw_post(lambda c: b'{"text":"' + b"x" * 1_048_576 + b'"}', JSON),
-     413, "request_too_large"),
-    ("body-over-1mib-chunked", _chunked_too_large, 413, "request_too_large"),
+     200, "request_too_large"),
+    ("body-over-1mib-chunked", _chunked_too_large, 200, "request_too_large"),
     ("unknown-method", lambda c: as_json(c, "chat.postMessagez",
                                          {"channel": c.general, "text": "hi"}, c.a["token"]),
-     404, "unknown_method"),
+     200, "unknown_method"),
     ("unknown-method-get", lambda c: c.http.get(
         c.cluster.api + "no.suchMethod", headers={"authorization": f"Bearer {c.a['token']}"}),
-     404, "unknown_method"),
+     200, "unknown_method"),
 ]
 
 CREATE_CASES: list[Case] = [
@@ -416,3 +416,22 @@ def test_webapp_still_serves_valid_posts_after_bad_input(ctx: Ctx) -> None:
     after = events(ctx, ctx.general)
     assert len(after) == len(before) + 1
     assert after[-1]["event"]["ts"] == body["ts"] and after[-1]["event"]["text"] == "still alive"
+
+
+def test_sdks_see_slack_statuses_for_errors(ctx: Ctx) -> None:
+    """Slack answers every ok:false with HTTP 200 but a rate limit: slack_sdk raises
+    SlackApiError with the error code, and nothing looks like a transport failure that an
+    SDK would retry (the official Node SDK retried our 404 for up to 30 minutes)."""
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    web = WebClient(token=ctx.a["token"], base_url=ctx.cluster.api)
+    for method in ("no.suchMethod", "conversations.kickz"):
+        with pytest.raises(SlackApiError) as info:
+            web.api_call(method, json={"channel": ctx.general})
+        assert info.value.response.status_code == 200
+        assert info.value.response["error"] == "unknown_method"
+    with pytest.raises(SlackApiError) as info:
+        web.chat_postMessage(channel="C0NOTREAL00", text="x")
+    assert info.value.response.status_code == 200
+    assert info.value.response["error"] == "channel_not_found"

@@ -32,6 +32,14 @@ def slack_json(body: dict[str, Any], status: int = 200,
                     headers=headers, media_type="application/json; charset=utf-8")
 
 
+def api_error_response(exc: ApiError) -> Response:
+    """Slack answers every ``ok: false`` with HTTP 200 except a rate limit (429 with
+    Retry-After): SDKs treat any other status as a transport failure and retry it, the
+    official Node SDK for up to 30 minutes."""
+    return slack_json({"ok": False, "error": exc.error, **exc.extra},
+                      429 if exc.status == 429 else 200, exc.headers)
+
+
 def error_response(exc: ApiError) -> Response:
     return slack_json({"ok": False, "error": exc.error, **exc.extra}, exc.status, exc.headers)
 
@@ -49,7 +57,7 @@ async def api(request: Request) -> Response:
     try:
         handler = METHODS.get(name)
         if handler is None:
-            raise ApiError("unknown_method", status=404)
+            raise ApiError("unknown_method")
         params = query_params(request.scope["query_string"])
         if request.method == "POST":
             body = await read_body(request, rt.settings.max_body_bytes)
@@ -66,10 +74,10 @@ async def api(request: Request) -> Response:
         reply = await handler(rt, who, Params(params))
         return slack_json({"ok": True, **reply})
     except ApiError as exc:
-        return error_response(exc)
+        return api_error_response(exc)
     except Exception:
         log.exception("method %s failed", name)
-        return slack_json({"ok": False, "error": "internal_error"}, status=500)
+        return slack_json({"ok": False, "error": "internal_error"})
 
 
 def require_internal(request: Request) -> None:
