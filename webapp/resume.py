@@ -87,11 +87,6 @@ def decide(asked: dict[str, int | None], readable: dict[str, int], heads: dict[s
 Request = tuple[str, dict[str, int], dict[str, int | None]]  # user, memberships, asked
 
 
-async def plan(db: Database, user_id: str, memberships: dict[str, int],
-               asked: dict[str, int | None]) -> Plan:
-    return (await plan_many(db, {user_id: (user_id, memberships, asked)}))[user_id]
-
-
 async def plan_many(db: Database, requests: dict[str, Request]) -> dict[str, Plan]:
     """``decide`` for many resumes (key -> (user, memberships, asked); a user may resume
     several sockets at once) with one read of the heads of every stream they can read, and

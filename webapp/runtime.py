@@ -70,10 +70,10 @@ class Runtime:
             self._auth[token] = (now + self.settings.auth_cache_ttl_s, who)
         return who
 
-    async def services(self, role: str, fresh: bool = False) -> dict[str, str]:
+    async def services(self, role: str) -> dict[str, str]:
         now = time.monotonic()
         hit = self._discovered.get(role)
-        if hit and hit[0] > now and not fresh:
+        if hit and hit[0] > now:
             return hit[1]
         raw = await self.redis.hgetall(registry.registry_key(self.settings.redis_prefix, role))
         found = registry.urls(raw)

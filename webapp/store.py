@@ -185,14 +185,10 @@ async def user_channels(db: Database, user_id: str) -> list[str]:
         return [r["channel_id"] for r in await cur.fetchall()]
 
 
-async def user_memberships(db: Database, user_id: str) -> dict[str, int]:
-    """channel id -> the channel's seq just before the user joined (where a resume of a
-    channel joined while away starts); memberships older than that column read as 0."""
-    return (await many_memberships(db, [user_id]))[user_id]
-
-
 async def many_memberships(db: Database, users: list[str]) -> dict[str, dict[str, int]]:
-    """user_memberships for many users: one query per shard touched."""
+    """user -> {channel id -> the channel's seq just before the user joined (where a resume
+    of a channel joined while away starts; older memberships read as 0)}, for many users
+    at once: one query per shard touched."""
     out: dict[str, dict[str, int]] = {user: {} for user in users}
     by_shard: dict[str, list[str]] = {}
     for user in out:
