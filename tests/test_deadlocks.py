@@ -22,7 +22,7 @@ from cluster import ids
 from tests.conftest import Cluster, rtm_session
 from webapp import store
 from webapp.db import Database, RetryPolicy
-from webapp.shapes import channel_shape
+from webapp.slack.shapes import channel_shape
 
 ROUNDS = 3
 JOINS = 12

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from cluster import ids
 from webapp import store
 from webapp.db import Database
-from webapp.shapes import channel_shape
+from webapp.slack.shapes import channel_shape
 
 
 async def _channel(db: Database) -> tuple[store.Identity, str]:

@@ -3,6 +3,7 @@ and the internal endpoints used by the real-time tier."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -17,13 +18,12 @@ from starlette.routing import Route
 
 from cluster import wire
 from cluster.settings import Settings
+from webapp import api as slack_api
 from webapp import internal
-from webapp.methods import METHODS
-from webapp.params import ApiError, Params, parse_body, query_params, read_body, token_from
+from webapp.params import ApiError, parse_body, query_params, read_body, token_from
 from webapp.runtime import Runtime
 
 log = logging.getLogger(__name__)
-NO_AUTH = {"api.test"}
 
 
 def slack_json(body: dict[str, Any], status: int = 200,
@@ -44,8 +44,9 @@ def error_response(exc: ApiError) -> Response:
     return slack_json({"ok": False, "error": exc.error, **exc.extra}, exc.status, exc.headers)
 
 
-async def _rate_limit(rt: Runtime, user_id: str, method_name: str) -> None:
-    wait_ms = await rt.limiter.wait_ms(rt.key("rl", user_id, method_name))
+async def _rate_limit(rt: Runtime, user_id: str, method: slack_api.Method) -> None:
+    per_minute = method.per_minute(rt.settings.rate_limit_per_minute)
+    wait_ms = await rt.limiter.wait_ms(rt.key("rl", user_id, method.name), per_minute)
     if wait_ms > 0:
         retry = max(1, math.ceil(wait_ms / 1000))
         raise ApiError("ratelimited", status=429, headers={"Retry-After": str(retry)})
@@ -55,23 +56,26 @@ async def api(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     name = request.path_params["method"]
     try:
-        handler = METHODS.get(name)
-        if handler is None:
-            raise ApiError("unknown_method")
+        method = slack_api.find(name)
         params = query_params(request.scope["query_string"])
         if request.method == "POST":
             body = await read_body(request, rt.settings.max_body_bytes)
             params.update(parse_body(body, request.headers.get("content-type", "")))
         token = token_from(request, params)
         who = None
-        if name not in NO_AUTH:
+        if method.auth:
             if token is None:
                 raise ApiError("not_authed")
             who = await rt.identity(token)
             if who is None:
                 raise ApiError("invalid_auth")
-            await _rate_limit(rt, who.user_id, name)
-        reply = await handler(rt, who, Params(params))
+            await _rate_limit(rt, who.user_id, method)
+        with rt.outbox.request() as committed:
+            try:
+                reply = await method.call(slack_api.Ctx(rt, who, params))  # type: ignore[arg-type]
+            finally:
+                # shielded: a client that hung up must not strand what was committed
+                await asyncio.shield(rt.outbox.flush(committed))
         return slack_json({"ok": True, **reply})
     except ApiError as exc:
         return api_error_response(exc)
@@ -92,6 +96,7 @@ async def health(request: Request) -> Response:
 
 
 def build_app(settings: Settings, on_ready: Any = None, on_stop: Any = None) -> Starlette:
+    slack_api.load()
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = Runtime(settings)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import random
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiomysql
 import pymysql
@@ -51,6 +52,20 @@ class RetryPolicy:
         return random.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
 
 
+# what the running transaction attempt registered to be sent once it commits (Zulip's
+# send_event_on_commit): an attempt that rolls back, or is retried, takes its events with it
+_ON_COMMIT: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "on_commit", default=None)
+
+
+def on_commit(item: Any) -> None:
+    """Register ``item`` (an appended event) with the running transaction attempt."""
+    pending = _ON_COMMIT.get()
+    if pending is None:
+        raise RuntimeError("an event can only be appended inside a transaction")
+    pending.append(item)
+
+
 def error_code(exc: BaseException) -> int | None:
     if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
         return exc.args[0]
@@ -70,6 +85,8 @@ class Database:
         self.lock_wait_timeout_s = lock_wait_timeout_s
         # error code -> how many attempts it cost; read by tests and worth a metric later
         self.retries: collections.Counter[int] = collections.Counter()
+        # receives what a committed transaction registered (the outbox); None drops it
+        self.committed: Callable[[list[Any]], None] | None = None
         self._pools: dict[str, aiomysql.Pool] = {}
 
     async def open(self) -> None:
@@ -134,8 +151,10 @@ class Database:
         attempt that committed only."""
         attempt = 1
         while True:
+            pending: list[Any] = []
+            token = _ON_COMMIT.set(pending)
             try:
-                return await self._once(self._pools[pool], fn)
+                result = await self._once(self._pools[pool], fn)
             except pymysql.err.MySQLError as exc:
                 code = error_code(exc)
                 if code not in RETRYABLE or attempt >= self.retry.attempts:
@@ -143,6 +162,12 @@ class Database:
                 self.retries[code] += 1
                 log.warning("db retry pool=%s code=%s attempt=%d/%d", pool, code, attempt,
                             self.retry.attempts)
+            else:
+                if pending and self.committed is not None:
+                    self.committed(pending)
+                return result
+            finally:
+                _ON_COMMIT.reset(token)
             await asyncio.sleep(self.retry.delay(attempt))
             attempt += 1
 

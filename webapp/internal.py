@@ -3,6 +3,7 @@ ticket redemption (gateways), event-log reads (channel servers repairing gaps) a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from starlette.routing import Route
 from webapp import resume, store
 from webapp.params import ApiError, Params, parse_body, query_params, read_body
 from webapp.runtime import Runtime
-from webapp.shapes import channel_shape
+from webapp.slack.shapes import channel_shape
 
 log = logging.getLogger(__name__)
 MAX_SEED_USERS = 10_000
@@ -55,6 +56,10 @@ async def _redeem_many(rt: Runtime, tickets: list[str]) -> dict[str, Any]:
         raws = await pipe.execute()
     grants = {t: json.loads(raw) for t, raw in zip(tickets, raws, strict=True) if raw}
     members = await store.many_memberships(rt.db, sorted({g["user"] for g in grants.values()}))
+    for grant in grants.values():
+        # the workspace's own stream (channel_created, team_join, user_change, ...): every
+        # member's sockets follow it like a channel
+        members[grant["user"]][grant["team"]] = resume.FROM_HEAD
     plans = await resume.plan_many(rt.db, {
         t: (g["user"], members[g["user"]], g["resume"]) for t, g in grants.items()
         if "resume" in g})
@@ -99,11 +104,10 @@ async def seed(rt: Runtime, p: Params) -> dict[str, Any]:
         user, token = await store.create_user(rt.db, team["id"], f"user{i}")
         users.append({"id": user["id"], "name": user["name"], "token": token})
     bot, bot_token = await store.create_user(rt.db, team["id"], "backchannel-bot", is_bot=True)
-    general, posted = await store.create_channel(rt.db, team["id"], users[0]["id"], "general",
-                                                 False, channel_shape)
+    general, _ = await store.create_channel(rt.db, team["id"], users[0]["id"], "general",
+                                            False, channel_shape)
     for member in users[1:] + [{"id": bot["id"]}]:
-        posted += await store.join_channel(rt.db, general, member["id"], channel_shape)
-    await rt.notify(posted)
+        await store.join_channel(rt.db, general, member["id"], channel_shape)
     return {"team": team, "users": users,
             "bot": {"id": bot["id"], "bot_id": bot["bot_id"], "name": bot["name"],
                     "token": bot_token},
@@ -117,7 +121,12 @@ def routes(guard: Callable[[Request], None], on_error: Callable[[ApiError], Resp
             rt: Runtime = request.app.state.rt
             try:
                 guard(request)
-                return reply({"ok": True, **await fn(rt, await _params(request, rt))})
+                with rt.outbox.request() as committed:
+                    try:
+                        body = await fn(rt, await _params(request, rt))
+                    finally:
+                        await asyncio.shield(rt.outbox.flush(committed))
+                return reply({"ok": True, **body})
             except ApiError as exc:
                 return on_error(exc)
             except Exception:

@@ -31,7 +31,9 @@ class RateLimiter:
         self.per_minute = max(1, per_minute)
         self._script = client.register_script(_GCRA)
 
-    async def wait_ms(self, key: str) -> int:
-        """0 if the call may go ahead (and is counted); else how long until it may."""
-        interval = max(1, 60_000 // self.per_minute)
-        return int(await self._script(keys=[key], args=[interval, self.per_minute]))
+    async def wait_ms(self, key: str, per_minute: int | None = None) -> int:
+        """0 if the call may go ahead (and is counted); else how long until it may.
+        ``per_minute`` overrides the default budget (a method's rate tier)."""
+        budget = max(1, per_minute or self.per_minute)
+        interval = max(1, 60_000 // budget)
+        return int(await self._script(keys=[key], args=[interval, budget]))

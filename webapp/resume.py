@@ -21,6 +21,9 @@ MAX_KEY_LEN = 32
 NO_ACCESS = "no_access"
 TOO_OLD = "too_old"
 INVALID_POSITION = "invalid_position"
+# the membership start of a stream a client has no history in (the workspace's stream): a
+# client that did not ask for it resumes it from its head, not from the team's first event
+FROM_HEAD = -1
 
 
 def parse(raw: Any) -> dict[str, Any] | None:
@@ -96,6 +99,10 @@ async def plan_many(db: Database, requests: dict[str, Request]) -> dict[str, Pla
                 for key, (user, memberships, _) in requests.items()}
     streams = sorted({s for streams in readable.values() for s in streams})
     heads = await store.stream_heads(db, streams) if streams else {}
+    for starts in readable.values():
+        for stream, joined in starts.items():
+            if joined == FROM_HEAD:
+                starts[stream] = heads[stream]
     behind: set[str] = set()
     for key, (_, _, asked) in requests.items():
         for stream, joined in readable[key].items():

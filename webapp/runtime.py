@@ -17,6 +17,7 @@ from cluster import registry
 from cluster.settings import Settings
 from webapp import retention, store
 from webapp.db import Database
+from webapp.outbox import Outbox
 from webapp.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,19 @@ class Runtime:
         self.limiter = RateLimiter(self.redis, settings.rate_limit_per_minute)
         self._auth: dict[str, tuple[float, store.Identity]] = {}
         self._discovered: dict[str, tuple[float, dict[str, str]]] = {}
-        self._purger: asyncio.Task[None] | None = None
+        self.outbox = Outbox(self._notify, settings.notify_deadline_s)
+        self.db.committed = self.outbox.committed
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
         await self.db.open()
-        self._purger = asyncio.create_task(retention.run(self.db, self.redis, self.settings))
+        self._tasks = [asyncio.create_task(retention.run(self.db, self.redis, self.settings)),
+                       asyncio.create_task(self.outbox.run())]
 
     async def close(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await self.outbox.close()
         await self.http.aclose()
         await self.redis.aclose()
         await self.db.close()
@@ -91,21 +96,9 @@ class Runtime:
     def forget(self, role: str) -> None:
         self._discovered.pop(role, None)
 
-    async def notify(self, posted: Sequence[store.Posted]) -> bool:
-        """Hand committed events to an admin server, retrying across admin servers, for at
-        most ``notify_deadline_s``: the events are already durable, so a failure here delays
-        live delivery (channel servers repair gaps from the event log) but never loses an
-        acknowledged post, and a dead channel server cannot hold up the HTTP reply."""
-        if not posted:
-            return True
-        try:
-            async with asyncio.timeout(self.settings.notify_deadline_s):
-                return await self._notify(posted)
-        except TimeoutError:
-            log.error("admin notify timed out events=%d", len(posted))
-            return False
-
     async def _notify(self, posted: Sequence[store.Posted]) -> bool:
+        """Hand committed events to an admin server, retrying across admin servers (the
+        outbox bounds the time and keeps what failed: webapp/outbox.py)."""
         body = {"events": [{"stream": p.stream, "seq": p.seq, "event": p.event} for p in posted]}
         delay = 0.05
         for attempt in range(self.settings.notify_attempts):

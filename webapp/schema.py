@@ -57,6 +57,47 @@ CHAT = [
 
 # Changes to tables that already exist in older deployments; each must be idempotent
 # (MariaDB's IF NOT EXISTS forms), since every start runs them all again.
+DIRECTORY_MIGRATIONS = [
+    # Slack's user profile (users.info, users.profile.*); the email is unique per workspace
+    # and users.lookupByEmail reads it through that index
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS display_name VARCHAR(80) NOT NULL DEFAULT ''",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS email VARCHAR(255) NULL",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS title VARCHAR(255) NOT NULL DEFAULT ''",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS phone VARCHAR(64) NOT NULL DEFAULT ''",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS first_name VARCHAR(80) NOT NULL DEFAULT ''",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS last_name VARCHAR(80) NOT NULL DEFAULT ''",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS status_text VARCHAR(100) NOT NULL DEFAULT ''",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS status_emoji VARCHAR(100) NOT NULL DEFAULT ''",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS status_expiration BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS tz VARCHAR(64) NOT NULL DEFAULT 'UTC'",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS is_admin TINYINT NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS is_owner TINYINT NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS deleted TINYINT NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS updated BIGINT NOT NULL DEFAULT 0",
+    "CREATE UNIQUE INDEX IF NOT EXISTS team_email ON users (team_id, email)",
+    f"""CREATE TABLE IF NOT EXISTS user_prefs (
+        user_id VARCHAR(16) PRIMARY KEY, prefs MEDIUMTEXT NOT NULL) {_TABLE_OPTS}""",
+    f"""CREATE TABLE IF NOT EXISTS usergroups (
+        id VARCHAR(16) PRIMARY KEY, team_id VARCHAR(16) NOT NULL, name VARCHAR(255) NOT NULL,
+        handle VARCHAR(80) NOT NULL, description VARCHAR(1000) NOT NULL DEFAULT '',
+        created_by VARCHAR(16) NOT NULL, updated_by VARCHAR(16) NOT NULL,
+        created BIGINT NOT NULL, updated BIGINT NOT NULL, disabled BIGINT NOT NULL DEFAULT 0,
+        UNIQUE KEY team_handle (team_id, handle), UNIQUE KEY team_name (team_id, name))
+        {_TABLE_OPTS}""",
+    f"""CREATE TABLE IF NOT EXISTS usergroup_members (
+        usergroup_id VARCHAR(16) NOT NULL, user_id VARCHAR(16) NOT NULL,
+        PRIMARY KEY (usergroup_id, user_id)) {_TABLE_OPTS}""",
+    # custom emoji: name -> image URL, or "alias:<name>"
+    f"""CREATE TABLE IF NOT EXISTS emoji (
+        team_id VARCHAR(16) NOT NULL, name VARCHAR(100) NOT NULL, value VARCHAR(1024) NOT NULL,
+        PRIMARY KEY (team_id, name)) {_TABLE_OPTS}""",
+    # DMs and group DMs are found by their member set, so opening one twice (or by another of
+    # its members) gives the same id: members_key is the sorted user ids, comma-joined
+    f"""CREATE TABLE IF NOT EXISTS dm_index (
+        team_id VARCHAR(16) NOT NULL, members_key VARCHAR(200) NOT NULL,
+        channel_id VARCHAR(16) NOT NULL, PRIMARY KEY (team_id, members_key)) {_TABLE_OPTS}""",
+]
+
 CHAT_MIGRATIONS = [
     # the channel's seq just before the member joined: RTM resume replays a channel the user
     # joined while away from here (NULL: joined before this column existed; read as 0)
@@ -69,6 +110,35 @@ CHAT_MIGRATIONS = [
     # them before this index can be built.
     "CREATE UNIQUE INDEX IF NOT EXISTS by_client_msg ON messages "
     "(channel_id, user_id, client_msg_id)",
+    # conversation kinds, topic and purpose (conversations.*); is_general marks #general
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS is_im TINYINT NOT NULL DEFAULT 0",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS is_mpim TINYINT NOT NULL DEFAULT 0",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS is_general TINYINT NOT NULL DEFAULT 0",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS topic VARCHAR(1000) NOT NULL DEFAULT ''",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS topic_creator VARCHAR(16) NOT NULL DEFAULT ''",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS topic_last_set BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS purpose VARCHAR(1000) NOT NULL DEFAULT ''",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS purpose_creator VARCHAR(16) NOT NULL "
+    "DEFAULT ''",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS purpose_last_set BIGINT NOT NULL DEFAULT 0",
+    # conversations.list reads a workspace's channels on each shard
+    "CREATE INDEX IF NOT EXISTS by_team ON channels (team_id, id)",
+    # per member: read position (conversations.mark) and whether a DM is open in the sidebar
+    "ALTER TABLE channel_members ADD COLUMN IF NOT EXISTS last_read_us BIGINT NOT NULL "
+    "DEFAULT 0",
+    "ALTER TABLE channel_members ADD COLUMN IF NOT EXISTS is_open TINYINT NOT NULL DEFAULT 1",
+    # messages: subtype, rich content, edits, threads (replies carry thread_ts_us; a parent
+    # keeps its reply summary so history needs no per-message thread query)
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS subtype VARCHAR(32) NULL",
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS blocks MEDIUMTEXT NULL",
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS attachments MEDIUMTEXT NULL",
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_by VARCHAR(16) NULL",
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_ts_us BIGINT NULL",
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS reply_broadcast TINYINT NOT NULL DEFAULT 0",
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS reply_count INT NOT NULL DEFAULT 0",
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS reply_users TEXT NULL",
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS latest_reply_us BIGINT NULL",
+    "CREATE INDEX IF NOT EXISTS by_thread ON messages (channel_id, thread_ts_us, ts_us)",
 ]
 
 
@@ -80,7 +150,7 @@ async def ensure_schema(settings: Settings) -> None:
     )
     try:
         async with conn.cursor() as cur:
-            targets = [(settings.db_name("directory"), DIRECTORY)] + [
+            targets = [(settings.db_name("directory"), DIRECTORY + DIRECTORY_MIGRATIONS)] + [
                 (settings.db_name("chat", shard), CHAT + CHAT_MIGRATIONS)
                 for shard in settings.chat_shards
             ]

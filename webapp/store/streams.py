@@ -1,0 +1,81 @@
+"""The event log's writer: every change that produces a real-time event appends it here,
+inside the change's own transaction, so an event exists (with its seq and ts) exactly when
+the change it describes is committed.
+
+Lock order: a transaction that writes a stream's rows (channel or personal stream) X-locks
+that stream's ``stream_seq`` row first. Every row it then writes is keyed by that stream, so
+writers of one stream queue on one lock instead of meeting halfway in opposite order.
+
+Appended events are also registered with the running transaction (:mod:`webapp.db`); the
+database hands them to the outbox once, and only if, the transaction commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiomysql
+
+from cluster import ids
+from webapp import db as _db
+
+
+@dataclasses.dataclass(frozen=True)
+class Posted:
+    """An event committed to a stream, waiting to be handed to an admin server."""
+
+    stream: str
+    seq: int
+    event: dict[str, Any]
+
+
+async def lock_stream(cur: aiomysql.DictCursor, stream: str) -> tuple[int, int]:
+    """X-lock the stream's allocator row, creating it if missing; returns (seq, last_ts_us).
+
+    ON DUPLICATE KEY UPDATE takes the exclusive lock at once. The former INSERT IGNORE took a
+    shared lock on the existing row, and two transactions holding it both deadlocked when
+    SELECT ... FOR UPDATE tried to upgrade it.
+    """
+    await cur.execute(
+        "INSERT INTO stream_seq VALUES (%s, 0, 0) ON DUPLICATE KEY UPDATE seq=seq", (stream,)
+    )
+    await cur.execute(
+        "SELECT seq, last_ts_us FROM stream_seq WHERE stream_id=%s FOR UPDATE", (stream,)
+    )
+    row = await cur.fetchone()
+    return row["seq"], row["last_ts_us"]
+
+
+async def append_event(
+    cur: aiomysql.DictCursor, stream: str, build: Callable[[str], dict[str, Any]]
+) -> tuple[Posted, int]:
+    """Assign the stream's next seq and ts, store the event; returns it with its ts in µs.
+
+    Must run inside a transaction on the stream's shard: the row lock on stream_seq is what
+    makes seq gap-free and ts strictly increasing under concurrent writers.
+    """
+    seq, last_ts_us = await lock_stream(cur, stream)
+    return await append_locked(cur, stream, seq, last_ts_us, build)
+
+
+async def append_locked(
+    cur: aiomysql.DictCursor, stream: str, seq: int, last_ts_us: int,
+    build: Callable[[str], dict[str, Any]],
+) -> tuple[Posted, int]:
+    ts_us = ids.next_ts_us(ids.now_us(), last_ts_us)
+    event = build(ids.format_ts(ts_us))
+    await cur.execute(
+        "UPDATE stream_seq SET seq=%s, last_ts_us=%s WHERE stream_id=%s",
+        (seq + 1, ts_us, stream),
+    )
+    await cur.execute(
+        "INSERT INTO events (stream_id, seq, ts_us, payload) VALUES (%s, %s, %s, %s)",
+        (stream, seq + 1, ts_us, json.dumps(event, separators=(",", ":"))),
+    )
+    posted = Posted(stream, seq + 1, event)
+    _db.on_commit(posted)
+    return posted, ts_us
+
