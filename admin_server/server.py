@@ -22,6 +22,7 @@ FORWARDED = Counter("backchannel_admin_server_events_total", "Events forwarded",
 LINKS_UP = Gauge("backchannel_admin_server_links_up", "Channel server links connected")
 MAX_EVENTS = 1000
 MAX_ATTEMPTS = 2
+FORWARD_PARALLEL = 64  # events of one notify awaiting their acks at once
 
 
 class AdminServer:
@@ -87,12 +88,29 @@ class AdminServer:
             return JSONResponse({"ok": False, "error": "invalid_arguments"}, status_code=400)
         if not self.watcher.ring.config.members:
             await self.watcher.refresh()
-        ok = True
-        for stream, seq, event in events:
-            ok = await self.forward(stream, seq, event) and ok
+        ok = await self._forward_all(events)
         if not ok:
             return JSONResponse({"ok": False, "error": "unavailable"}, status_code=503)
         return JSONResponse({"ok": True, "events": len(events)})
+
+
+    async def _forward_all(self, events: list[tuple[str, int, dict[str, Any]]]) -> bool:
+        """Forward a batch with up to FORWARD_PARALLEL events awaiting their acks at once:
+        one at a time, a 5,000-user seed's 10,000 events took 23 s of round trips. Order
+        across the batch is not needed: channel servers order each stream by seq."""
+        failed = 0
+        limit = trio.CapacityLimiter(FORWARD_PARALLEL)
+
+        async def one(stream: str, seq: int, event: dict[str, Any]) -> None:
+            nonlocal failed
+            async with limit:
+                if not await self.forward(stream, seq, event):
+                    failed += 1
+
+        async with trio.open_nursery() as nursery:
+            for stream, seq, event in events:
+                nursery.start_soon(one, stream, seq, event)
+        return failed == 0
 
 
 def _parse_events(frame: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
@@ -103,8 +121,10 @@ def _parse_events(frame: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]
     for item in items:
         if not isinstance(item, dict):
             raise wire.BadFrame("event")
-        out.append((wire.field(item, "stream", str), wire.field(item, "seq", int),
-                    wire.field(item, "event", dict)))
+        seq = wire.field(item, "seq", int)
+        if seq < 0:
+            raise wire.BadFrame("seq")  # 0: ephemeral (never stored), else a log position
+        out.append((wire.field(item, "stream", str), seq, wire.field(item, "event", dict)))
     return out
 
 
