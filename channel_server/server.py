@@ -329,6 +329,10 @@ class ChannelServer:
 
     def accept(self, stream: str, seq: int, event: dict[str, Any]) -> None:
         EVENTS_IN.inc()
+        if seq == 0:
+            # ephemeral (chat.postEphemeral): not in the log, so not ordered, not buffered
+            self._fanout(stream, [(0, wire.encode_item(stream, 0, event))])
+            return
         state = self._state(stream)
         self._fanout(stream, state.offer(seq, wire.encode_item(stream, seq, event)))
         if not state.loaded:

@@ -98,7 +98,8 @@ def encode_item(stream: str, seq: int, event: dict[str, Any]) -> str:
             extra = f',"at":{at}'
     kind = event.get("type", "")
     ref = ""
-    if kind in ("channel_joined", "channel_left", "im_created", "group_joined", "group_left"):
+    if kind in ("channel_joined", "channel_left", "im_created", "mpim_joined", "group_joined",
+                "group_left"):
         chan = event.get("channel")
         ref = chan.get("id", "") if isinstance(chan, dict) else str(chan or "")
     elif kind == "user_typing":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -17,7 +18,7 @@ from cluster import service, wire
 from cluster.batching import BatchFailed, Coalescer
 from cluster.ring import Ring
 from cluster.settings import Settings
-from gateway_server.client import Client, handle_frame
+from gateway_server.client import Client, Send, handle_frame, rtm_error, rtm_ok
 from gateway_server.drain import Drain
 from gateway_server.positions import Positions
 from gateway_server.resume import Cursor, Overflow
@@ -40,7 +41,7 @@ KICKED = Counter("backchannel_gateway_server_kicked_total", "Clients closed", ["
 POSITIONS = Counter("backchannel_gateway_server_position_total",
                     "Stream items judged by position", ["outcome"])
 MAX_CLIENT_FRAME = 16 * 1024
-JOIN_KINDS = {"channel_joined", "group_joined", "im_created"}
+JOIN_KINDS = {"channel_joined", "group_joined", "im_created", "mpim_joined"}
 LEAVE_KINDS = {"channel_left", "group_left"}
 RESUMES = Counter("backchannel_gateway_server_resumes_total", "Streams resumed by clients")
 RESUME_FAILED = Counter("backchannel_gateway_server_resume_failed_total",
@@ -59,6 +60,13 @@ REDEEM_POOL_WAIT_S = 30.0
 SUBSCRIBE_DEADLINE_S = 10.0
 SUBSCRIBE_ATTEMPT_S = 2.0
 SUBSCRIBE_RETRY_S = 0.1
+# an RTM message's post: a webapp that does not answer in time is given up on (the
+# client's next message is not held up for longer), and a pooled connection the webapp
+# closed gets one more try, safely: every post carries a client_msg_id
+POST_TIMEOUT_S = 15.0
+POST_ATTEMPTS = 2
+RTM_SENDS = Counter("backchannel_gateway_server_rtm_sends_total",
+                    "Messages clients sent over their sockets", ["outcome"])
 
 
 class Gateway:
@@ -350,6 +358,7 @@ class Gateway:
                 self._greet(client, who)
                 nursery.start_soon(client.writer)
                 nursery.start_soon(self._reader, client)
+                nursery.start_soon(self._poster, client)
                 await client.kicked.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -480,9 +489,15 @@ class Gateway:
         interval = self.settings.typing_interval_s
         try:
             while True:
-                reply, typing = handle_frame(client, await client.ws.get_message())
+                reply, action = handle_frame(client, await client.ws.get_message())
                 if reply is not None:
                     client.push(reply)
+                if isinstance(action, Send):
+                    if not client.queue_send(action):
+                        RTM_SENDS.labels("refused").inc()
+                        client.push(rtm_error(action.reply_to, "ratelimited"))
+                    continue
+                typing = action
                 if typing is not None:
                     if client.may_type(typing, trio.current_time(), interval):
                         await self._typing(client, typing)
@@ -490,6 +505,51 @@ class Gateway:
                         TYPING_DROPPED.inc()
         except ConnectionClosed:
             client.kick("closed")
+
+    # --- RTM sends -----------------------------------------------------------------------
+
+    async def _poster(self, client: Client) -> None:
+        """Post a client's RTM messages one at a time, in the order sent, each answered on
+        its socket; its own task, so neither the reader nor other clients wait on it."""
+        async for send in client.to_post:
+            try:
+                reply = await self._post(client, send)
+            except Exception:  # one message's failure must not close the socket
+                log.exception("rtm post failed")
+                reply = rtm_error(send.reply_to, "internal_error")
+            client.push(reply)
+
+    async def _post(self, client: Client, send: Send) -> str:
+        """One message through a webapp (``/internal/rtm.post``, which checks it as
+        chat.postMessage does); the RTM reply to it."""
+        body = {"user": client.user, "channel": send.channel, "text": send.text,
+                "thread_ts": send.thread_ts,
+                "client_msg_id": send.client_msg_id or str(uuid.uuid4())}
+        for _ in range(POST_ATTEMPTS):
+            for url in (await self.discovery.lookup("webapp")).values():
+                try:
+                    resp = await self.http.post(
+                        url + "/internal/rtm.post", json=body, timeout=POST_TIMEOUT_S,
+                        headers={"x-backchannel-internal": self.settings.internal_secret})
+                except httpx.HTTPError as exc:
+                    log.warning("rtm post failed: %s", type(exc).__name__)
+                    self.discovery.forget("webapp")
+                    continue
+                if resp.status_code >= 500:
+                    continue
+                try:
+                    answer = resp.json() if resp.status_code == 200 else {}
+                except ValueError:
+                    answer = {}
+                if not isinstance(answer, dict):
+                    answer = {}
+                if answer.get("ok"):
+                    RTM_SENDS.labels("posted").inc()
+                    return rtm_ok(send.reply_to, answer["ts"], answer["text"])
+                RTM_SENDS.labels("refused").inc()
+                return rtm_error(send.reply_to, str(answer.get("error") or "internal_error"))
+        RTM_SENDS.labels("failed").inc()
+        return rtm_error(send.reply_to, "internal_error")
 
     # --- presence ------------------------------------------------------------------------
 

@@ -334,13 +334,18 @@ def status(run_dir: Path) -> dict[str, Any] | None:
     return status_doc(run_dir)
 
 
-def seed(run_dir: Path, users: int, team_name: str | None = None) -> dict[str, Any]:
+def seed(run_dir: Path, users: int, team_name: str | None = None,
+         team: str | None = None) -> dict[str, Any]:
+    """A new workspace with ``users`` users, a bot and #general; with ``team`` (a team id),
+    that many more users for that existing workspace (they join its #general)."""
     state = require_state(run_dir)
     settings = run_settings(state)
     base = state["webapp_url"].removesuffix("/api/")
     body: dict[str, Any] = {"users": users}
     if team_name:
         body["team_name"] = team_name
+    if team:
+        body["team_id"] = team
     resp = httpx.post(base + "/internal/seed", json=body, timeout=max(30.0, users * 0.2),
                       headers={"x-backchannel-internal": settings.internal_secret})
     doc = resp.json()

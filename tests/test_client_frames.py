@@ -11,7 +11,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway_server.client import GOODBYE, Client, handle_frame
+from gateway_server.client import GOODBYE, MAX_SENDS_IN_FLIGHT, Client, Send, handle_frame
 
 
 def make_client(queue_size: int = 8, streams: set[str] | None = None) -> Client:
@@ -29,13 +29,16 @@ def strict_loads(raw: str) -> Any:
     return json.loads(raw, parse_constant=refuse)
 
 
-def check_reply(reply: str | None, channel: str | None) -> None:
+def check_reply(reply: str | None, action: str | Send | None) -> None:
     if reply is None:
-        assert isinstance(channel, str)
+        assert isinstance(action, str | Send)
         return
-    assert channel is None
+    assert action is None
     body = strict_loads(reply)
     assert isinstance(body, dict)
+    if "type" not in body:  # Slack's reply to a message the client sent: an error here
+        assert body["ok"] is False and "reply_to" in body
+        body["type"] = "error"
     assert body["type"] in ("pong", "error")
     if body["type"] == "error":
         assert isinstance(body["error"]["code"], int)
@@ -56,6 +59,9 @@ frames = st.fixed_dictionaries(
         "id": json_like,
         "channel": st.one_of(st.sampled_from(["C1", "C2", "U1"]), json_like),
         "time": json_like,
+        "text": st.one_of(st.text(max_size=30), json_like),
+        "thread_ts": st.one_of(st.sampled_from(["1.000001", ""]), json_like),
+        "client_msg_id": json_like,
     },
 )
 
@@ -73,10 +79,14 @@ def test_handle_frame_never_raises_on_arbitrary_text_or_bytes(raw):
 def test_handle_frame_never_raises_on_arbitrary_objects(frame):
     client = make_client(streams={"C1"})
     raw = json.dumps(frame)  # may contain NaN/Infinity, which Python's json accepts
-    reply, channel = handle_frame(client, raw)
-    check_reply(reply, channel)
-    if channel is not None:
-        assert frame.get("type") == "typing" and channel == "C1"
+    reply, action = handle_frame(client, raw)
+    check_reply(reply, action)
+    if isinstance(action, str):
+        assert frame.get("type") == "typing" and action == "C1"
+    if isinstance(action, Send):
+        assert frame.get("type") == "message"
+        assert action.channel == frame["channel"] and action.text == frame["text"]
+        assert isinstance(action.text, str) and action.text
 
 
 @pytest.mark.parametrize("raw", [
@@ -148,12 +158,62 @@ def test_typing_in_a_member_channel_returns_the_channel():
     assert handle_frame(client, b'{"type":"typing","channel":"C1"}') == (None, "C1")
 
 
-@pytest.mark.parametrize("kind", ["message", "pong", "", None, 3])
+@pytest.mark.parametrize("kind", ["pong", "", None, 3, "Message"])
 def test_unsupported_types_get_error_code_2(kind):
     reply, channel = handle_frame(make_client(), json.dumps({"type": kind, "id": 9}))
     assert channel is None
     assert strict_loads(reply) == {"type": "error", "reply_to": 9, "ok": False,
                                    "error": {"code": 2, "msg": "unsupported message type"}}
+
+
+def test_message_frame_becomes_a_send_for_the_poster():
+    reply, action = handle_frame(make_client(), json.dumps({
+        "type": "message", "id": 4, "channel": "C1", "text": "hi", "thread_ts": "1.000001",
+        "client_msg_id": "abc"}))
+    assert reply is None
+    assert action == Send(4, "C1", "hi", "1.000001", "abc")
+    # the channel need not be one the socket follows: the webapp decides (names, DMs)
+    _, action = handle_frame(make_client(), b'{"type":"message","channel":"#general","text":"x"}')
+    assert action == Send(None, "#general", "x")
+
+
+@pytest.mark.parametrize(("frame", "msg"), [
+    ({"text": "x"}, "channel_not_found"),
+    ({"channel": "", "text": "x"}, "channel_not_found"),
+    ({"channel": ["C1"], "text": "x"}, "channel_not_found"),
+    ({"channel": "C1"}, "message text is missing"),
+    ({"channel": "C1", "text": ""}, "message text is missing"),
+    ({"channel": "C1", "text": 5}, "invalid_arguments"),
+    ({"channel": "C1", "text": {"a": 1}}, "invalid_arguments"),
+    ({"channel": "C1", "text": "a\ud800b"}, "invalid_arguments"),
+    ({"channel": "C\udfff", "text": "x"}, "channel_not_found"),
+    ({"channel": "C1", "text": "x", "client_msg_id": "\ud800"}, "invalid_arguments"),
+    ({"channel": "C1", "text": "x", "thread_ts": 1.5}, "thread_not_found"),
+    ({"channel": "C1", "text": "x", "client_msg_id": 7}, "invalid_arguments"),
+    ({"channel": "C1", "text": "x", "client_msg_id": "c" * 65}, "invalid_arguments"),
+])
+def test_bad_message_frames_get_slacks_rtm_error(frame, msg):
+    reply, action = handle_frame(make_client(), json.dumps({"type": "message", "id": 7,
+                                                            **frame}))
+    assert action is None
+    assert strict_loads(reply) == {"ok": False, "reply_to": 7,
+                                   "error": {"code": 2, "msg": msg}}
+
+
+def test_bad_message_frame_without_id_gets_the_error_event():
+    reply, _ = handle_frame(make_client(), '{"type":"message","channel":"C1"}')
+    assert strict_loads(reply) == {"type": "error",
+                                   "error": {"code": 2, "msg": "message text is missing"}}
+
+
+def test_send_queue_is_bounded_and_never_blocks():
+    client = make_client()
+    sends = [Send(i, "C1", "x") for i in range(MAX_SENDS_IN_FLIGHT + 3)]
+    accepted = [client.queue_send(s) for s in sends]
+    assert accepted == [True] * MAX_SENDS_IN_FLIGHT + [False] * 3
+    assert [client.to_post.receive_nowait() for _ in range(MAX_SENDS_IN_FLIGHT)] == \
+        sends[:MAX_SENDS_IN_FLIGHT]
+    assert client.queue_send(sends[-1])  # room again once the poster took them
 
 
 def test_goodbye_frame():

@@ -13,10 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from webapp import api as slack_api
 from webapp import resume, store
+from webapp.actions import messages
+from webapp.actions import seed as seeding
+from webapp.api import args
 from webapp.params import ApiError, Params, parse_body, query_params, read_body
 from webapp.runtime import Runtime
 from webapp.slack.shapes import channel_shape
+from webapp.store import directory
 
 log = logging.getLogger(__name__)
 MAX_SEED_USERS = 10_000
@@ -95,23 +100,46 @@ async def heads(rt: Runtime, p: Params) -> dict[str, Any]:
 
 
 async def seed(rt: Runtime, p: Params) -> dict[str, Any]:
-    """A workspace with N users, a bot and #general with everyone in it."""
+    """A workspace with N users, a bot and #general with everyone in it; with ``team_id``,
+    N more users for that workspace (actions/seed.py). Users are written in bulk, a chunk
+    per transaction, so 5,000 of them take seconds."""
     n = p.integer("users", 2, 1, MAX_SEED_USERS)
+    team_id = p.text("team_id", max_len=32)
+    if team_id is not None:
+        return await seeding.add_users(rt, team_id, n)
     name = p.text("team_name", max_len=80) or "Backchannel Demo"
     team = await store.create_team(rt.db, name, p.text("domain", max_len=60) or "demo")
-    users = []
-    for i in range(1, n + 1):
-        user, token = await store.create_user(rt.db, team["id"], f"user{i}")
-        users.append({"id": user["id"], "name": user["name"], "token": token})
-    bot, bot_token = await store.create_user(rt.db, team["id"], "backchannel-bot", is_bot=True)
+    users, bot = await seeding.create_people(rt, team, n)
     general, _ = await store.create_channel(rt.db, team["id"], users[0]["id"], "general",
-                                            False, channel_shape)
-    for member in users[1:] + [{"id": bot["id"]}]:
-        await store.join_channel(rt.db, general, member["id"], channel_shape)
-    return {"team": team, "users": users,
-            "bot": {"id": bot["id"], "bot_id": bot["bot_id"], "name": bot["name"],
-                    "token": bot_token},
+                                            False, channel_shape, is_general=True)
+    await seeding.join_general(rt, general, [u["id"] for u in users[1:]] + [bot["id"]])
+    return {"team": team, "users": users, "bot": bot,
             "channels": [{"id": general["id"], "name": "general"}]}
+
+
+# a message sent over an RTM socket: what chat.postMessage takes, as a gateway relays it
+_RTM_POST = {
+    "channel": args.ChannelRef(),
+    "text": args.Text(max_len=10 * messages.MAX_TEXT),
+    "thread_ts": args.Ts("thread_not_found", bare_seconds=False),
+    "client_msg_id": args.Text(max_len=64),
+}
+
+
+async def rtm_post(rt: Runtime, p: Params) -> dict[str, Any]:
+    """Post for the user a gateway's socket belongs to (``user``): the same action, checks
+    and rate limit as chat.postMessage. Answers what the RTM reply carries."""
+    user = p.text("user", missing="invalid_auth", max_len=32)
+    who = await directory.identity_for_user(rt.db, user or "")
+    if who is None:
+        raise ApiError("invalid_auth")
+    limit = slack_api.find("chat.postMessage").per_minute(rt.settings.rate_limit_per_minute)
+    if await rt.limiter.wait_ms(rt.key("rl", who.user_id, "chat.postMessage"), limit) > 0:
+        raise ApiError("ratelimited")
+    given = args.parse_all(_RTM_POST, p.raw)
+    draft = messages.Draft(messages.content(given["text"], None, None), given["thread_ts"])
+    reply = await messages.post(rt, who, given["channel"], draft, given["client_msg_id"])
+    return {"channel": reply["channel"], "ts": reply["ts"], "text": reply["message"]["text"]}
 
 
 def routes(guard: Callable[[Request], None], on_error: Callable[[ApiError], Response],
@@ -140,4 +168,5 @@ def routes(guard: Callable[[Request], None], on_error: Callable[[ApiError], Resp
         Route("/internal/events", endpoint(events), methods=["GET", "POST"]),
         Route("/internal/seed", endpoint(seed), methods=["POST"]),
         Route("/internal/heads", endpoint(heads), methods=["POST"]),
+        Route("/internal/rtm.post", endpoint(rtm_post), methods=["POST"]),
     ]

@@ -59,6 +59,18 @@ class Outbox:
         else:
             self._spawn(self._deliver(list(posted)))
 
+    def ephemeral(self, stream: str, event: dict[str, Any]) -> None:
+        """An event never stored (chat.postEphemeral): seq 0, so the real-time tier fans it
+        out unordered and keeps no copy. It leaves with the request's committed events, after
+        the handler returns; outside a request, at once. A failed send drops it (an
+        ephemeral message is not guaranteed, as in Slack) rather than retry it late."""
+        item = Posted(stream, 0, event)
+        batch = _BATCH.get()
+        if batch is not None:
+            batch.append(item)
+        else:
+            self._spawn(self._deliver([item]))
+
     @contextlib.contextmanager
     def request(self) -> Iterator[list[Posted]]:
         """Collect what this request commits; the caller flushes it when the handler ends,
@@ -89,7 +101,7 @@ class Outbox:
                 SENT.labels("sent").inc(len(chunk))
             else:
                 ok = False
-                self._later(chunk)
+                self._later([p for p in chunk if p.seq > 0])
         return ok
 
     def _later(self, chunk: Sequence[Posted]) -> None:

@@ -91,6 +91,14 @@ DIRECTORY_MIGRATIONS = [
     f"""CREATE TABLE IF NOT EXISTS emoji (
         team_id VARCHAR(16) NOT NULL, name VARCHAR(100) NOT NULL, value VARCHAR(1024) NOT NULL,
         PRIMARY KEY (team_id, name)) {_TABLE_OPTS}""",
+    # emoji.list's cache_ts: when the workspace's custom emoji last changed
+    "ALTER TABLE emoji ADD COLUMN IF NOT EXISTS updated BIGINT NOT NULL DEFAULT 0",
+    # users.setPresence away: manual, so it outlives connections (users.getPresence reads it)
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS manual_away TINYINT NOT NULL DEFAULT 0",
+    # users.list pages a workspace's users by id
+    "CREATE INDEX IF NOT EXISTS team_id ON users (team_id, id)",
+    # a usergroup's default channels (Slack's prefs.channels / prefs.groups), as JSON
+    "ALTER TABLE usergroups ADD COLUMN IF NOT EXISTS prefs TEXT NULL",
     # DMs and group DMs are found by their member set, so opening one twice (or by another of
     # its members) gives the same id: members_key is the sorted user ids, comma-joined
     f"""CREATE TABLE IF NOT EXISTS dm_index (
@@ -121,6 +129,9 @@ CHAT_MIGRATIONS = [
     "ALTER TABLE channels ADD COLUMN IF NOT EXISTS purpose_creator VARCHAR(16) NOT NULL "
     "DEFAULT ''",
     "ALTER TABLE channels ADD COLUMN IF NOT EXISTS purpose_last_set BIGINT NOT NULL DEFAULT 0",
+    # Slack's `updated` (ms of the last change) and `previous_names` (JSON list, newest last)
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS updated BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE channels ADD COLUMN IF NOT EXISTS previous_names TEXT NULL",
     # conversations.list reads a workspace's channels on each shard
     "CREATE INDEX IF NOT EXISTS by_team ON channels (team_id, id)",
     # per member: read position (conversations.mark) and whether a DM is open in the sidebar
@@ -139,6 +150,10 @@ CHAT_MIGRATIONS = [
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS reply_users TEXT NULL",
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS latest_reply_us BIGINT NULL",
     "CREATE INDEX IF NOT EXISTS by_thread ON messages (channel_id, thread_ts_us, ts_us)",
+    # a reply names its parent's author (Slack's parent_user_id) without a parent lookup per
+    # read; reply_users holds every distinct replier (reply_users_count is its length)
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS parent_user_id VARCHAR(16) NULL",
+    "ALTER TABLE messages MODIFY COLUMN reply_users MEDIUMTEXT NULL",
 ]
 
 

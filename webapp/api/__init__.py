@@ -26,7 +26,7 @@ from webapp.store.directory import Identity
 Tier = Literal[1, 2, 3, 4, "post"]
 TIER_SHARE: dict[Tier, float] = {1: 0.05, 2: 0.2, 3: 0.5, 4: 1.0, "post": 1.0}
 
-FAMILIES = ("core", "chat", "conversations", "users", "team", "usergroups", "emoji", "rtm")
+FAMILIES = ("core", "chat", "conversations", "users", "team", "bots", "usergroups", "emoji", "rtm")
 
 
 @dataclasses.dataclass(frozen=True)

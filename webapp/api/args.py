@@ -316,3 +316,17 @@ class Custom(Spec):
 
 def parse_all(specs: dict[str, Spec], raw: Raw) -> dict[str, Any]:
     return {name: spec.parse(raw, name) for name, spec in specs.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit(Int):
+    """A page size: an Int clamped to [lo, hi], whose unreadable values are Slack's
+    ``invalid_limit`` (conversations.list, conversations.members)."""
+
+    error: str = "invalid_limit"
+
+    def parse(self, raw: Raw, name: str) -> int:
+        try:
+            return super().parse(raw, name)
+        except ApiError as exc:
+            raise ApiError(self.error) from exc

@@ -1,1 +1,24 @@
 """team.*"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webapp.api import Ctx, args, method
+from webapp.params import ApiError
+from webapp.slack.shapes import team_shape
+from webapp.store import directory
+
+
+@method("team.info", tier=3, team=args.Text(max_len=32), domain=args.Text(max_len=255))
+async def info(ctx: Ctx, team: str | None, domain: str | None) -> dict[str, Any]:
+    """The caller's workspace; asking for any other (by id or domain) finds none."""
+    who = ctx.who
+    if (team is not None and team != who.team_id) or (
+        team is None and domain is not None and domain != who.team_domain
+    ):
+        raise ApiError("team_not_found")
+    row = await directory.get_team(ctx.rt.db, who.team_id)
+    if row is None:
+        raise ApiError("team_not_found")
+    return {"team": team_shape(row)}

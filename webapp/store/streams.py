@@ -79,3 +79,49 @@ async def append_locked(
     _db.on_commit(posted)
     return posted, ts_us
 
+
+
+async def lock_streams(cur: aiomysql.DictCursor, streams: list[str]) -> dict[str, tuple[int, int]]:
+    """lock_stream for many streams of one shard at once, in id order (two batches that
+    share streams lock them in the same order); stream -> (seq, last_ts_us)."""
+    ordered = sorted(set(streams))
+    if not ordered:
+        return {}
+    await cur.executemany(  # placeholders only: the driver sends one multi-row INSERT
+        "INSERT INTO stream_seq VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE seq=seq",
+        [(s, 0, 0) for s in ordered])
+    marks = ",".join(["%s"] * len(ordered))
+    await cur.execute(
+        f"SELECT stream_id, seq, last_ts_us FROM stream_seq WHERE stream_id IN ({marks}) "
+        "ORDER BY stream_id FOR UPDATE", ordered)
+    return {r["stream_id"]: (r["seq"], r["last_ts_us"]) for r in await cur.fetchall()}
+
+
+async def append_many_locked(
+    cur: aiomysql.DictCursor, heads: dict[str, tuple[int, int]],
+    items: list[tuple[str, Callable[[str], dict[str, Any]]]],
+) -> list[Posted]:
+    """append_locked for many events at once, in a few statements (bulk inserts of seeding
+    thousands of users): ``heads`` are the locked streams' (seq, last_ts_us), ``items``
+    (stream, build) pairs appended in order, several to one stream allowed."""
+    now = ids.now_us()
+    position = dict(heads)
+    rows, posted = [], []
+    for stream, build in items:
+        seq, last_ts_us = position[stream]
+        ts_us = ids.next_ts_us(now, last_ts_us)
+        event = build(ids.format_ts(ts_us))
+        position[stream] = (seq + 1, ts_us)
+        rows.append((stream, seq + 1, ts_us, json.dumps(event, separators=(",", ":"))))
+        posted.append(Posted(stream, seq + 1, event))
+    if not rows:
+        return []
+    await cur.executemany(
+        "INSERT INTO events (stream_id, seq, ts_us, payload) VALUES (%s, %s, %s, %s)", rows)
+    await cur.executemany(
+        "INSERT INTO stream_seq (stream_id, seq, last_ts_us) VALUES (%s, %s, %s) "
+        "ON DUPLICATE KEY UPDATE seq=VALUES(seq), last_ts_us=VALUES(last_ts_us)",
+        [(s, seq, ts) for s, (seq, ts) in position.items() if (seq, ts) != heads[s]])
+    for item in posted:
+        _db.on_commit(item)
+    return posted
