@@ -261,6 +261,18 @@ BODY_CASES: list[Case] = [
     ("form-raw-invalid-utf8-with-channel", _raw_post(
         lambda c: b"channel=" + c.general.encode() + b"&text=\xc3\x28", FORM),
      200, "invalid_form_data"),
+    ("multipart-no-boundary", _raw_post(
+        lambda c: b"--x\r\n", {"content-type": "multipart/form-data"}),
+     200, "invalid_form_data"),
+    ("multipart-truncated", _raw_post(
+        lambda c: b'--b\r\nContent-Disposition: form-data; name="channel"\r\n\r\n'
+        + c.general.encode(), {"content-type": "multipart/form-data; boundary=b"}),
+     200, "invalid_form_data"),
+    ("multipart-invalid-utf8-text", _raw_post(
+        lambda c: b'--b\r\nContent-Disposition: form-data; name="channel"\r\n\r\n'
+        + c.general.encode() + b'\r\n--b\r\nContent-Disposition: form-data; name="text"'
+        b"\r\n\r\n\xff\xfe\r\n--b--\r\n",
+        {"content-type": "multipart/form-data; boundary=b"}), 200, "invalid_form_data"),
     ("unsupported-content-type", _raw_post(
         lambda c: b"<xml/>", {"content-type": "application/xml"}), 200, "invalid_form_data"),
     ("body-over-1mib", _raw_post(lambda c: b'{"text":"' + b"x" * 1_048_576 + b'"}', JSON),
@@ -435,3 +447,15 @@ def test_sdks_see_slack_statuses_for_errors(ctx: Ctx) -> None:
         web.chat_postMessage(channel="C0NOTREAL00", text="x")
     assert info.value.response.status_code == 200
     assert info.value.response["error"] == "channel_not_found"
+
+
+def test_multipart_form_is_accepted_like_any_form(ctx: Ctx) -> None:
+    """Slack takes multipart/form-data for every method (the Node SDK sends it when a call
+    carries a file); its text fields are the arguments, file parts are ignored."""
+    resp = ctx.http.post(ctx.cluster.api + "chat.postMessage",
+                         headers={"authorization": f"Bearer {ctx.a['token']}"},
+                         data={"channel": ctx.general, "text": "multipart ✓"},
+                         files={"file": ("a.txt", b"not an argument", "text/plain")})
+    assert resp.status_code == 200 and resp.json()["ok"], resp.text
+    assert resp.json()["message"]["text"] == "multipart ✓"
+    assert history(ctx, ctx.a["token"], ctx.general)[0]["text"] == "multipart ✓"

@@ -20,7 +20,15 @@ from cluster import wire
 from cluster.settings import Settings
 from webapp import api as slack_api
 from webapp import internal
-from webapp.params import ApiError, parse_body, query_params, read_body, token_from
+from webapp.params import (
+    ApiError,
+    is_multipart,
+    parse_body,
+    parse_multipart,
+    query_params,
+    read_body,
+    token_from,
+)
 from webapp.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -60,7 +68,9 @@ async def api(request: Request) -> Response:
         params = query_params(request.scope["query_string"])
         if request.method == "POST":
             body = await read_body(request, rt.settings.max_body_bytes)
-            params.update(parse_body(body, request.headers.get("content-type", "")))
+            ctype = request.headers.get("content-type", "")
+            params.update(parse_multipart(body, ctype) if is_multipart(ctype)
+                          else parse_body(body, ctype))
         token = token_from(request, params)
         who = None
         if method.auth:

@@ -11,10 +11,14 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from python_multipart import create_form_parser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartState
 from starlette.requests import Request
 
 CHANNEL_ID_RE = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
 USER_ID_RE = re.compile(r"^[UWB][A-Z0-9]{2,20}$")
+MAX_FORM_PARTS = 1000
 
 
 class ApiError(Exception):
@@ -60,6 +64,35 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
             raise ApiError("invalid_form_data") from exc
         return dict(pairs)
     raise ApiError("invalid_form_data")
+
+
+def is_multipart(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "multipart/form-data"
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
+    """A ``multipart/form-data`` body (Slack accepts it for every method; the Node SDK
+    sends it whenever a call carries a file): its text fields, decoded strictly as UTF-8.
+    File parts are not arguments of any method here and are left out. A body cut short of
+    its closing boundary is refused whole, not taken for the parts that did arrive."""
+    fields: dict[str, Any] = {}
+
+    def on_field(field: Any) -> None:
+        if len(fields) >= MAX_FORM_PARTS:
+            raise ValueError("too many parts")
+        name, value = field.field_name, field.value or b""
+        fields[name.decode("utf-8")] = value.decode("utf-8")
+
+    try:
+        parser = create_form_parser({"Content-Type": content_type}, on_field,
+                                    lambda upload: upload.close())
+        parser.write(body)
+        parser.finalize()
+    except (FormParserError, ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("invalid_form_data") from exc
+    if parser.parser.state != MultipartState.END:
+        raise ApiError("invalid_form_data")
+    return fields
 
 
 def _no_constants(name: str) -> Any:
