@@ -134,10 +134,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    doc = cluster.seed(_run_dir(args), args.users, args.team_name)
+    doc = cluster.seed(_run_dir(args), args.users, args.team_name, args.team)
     lines = [f"team {doc['team']['id']} ({doc['team']['name']})"]
     lines += [f"  {u['name']:<16} {u['id']}  {u['token']}" for u in doc["users"]]
-    lines.append(f"  {doc['bot']['name']:<16} {doc['bot']['id']}  {doc['bot']['token']}")
+    bot = doc["bot"]
+    if bot is not None and "token" in bot:  # a new workspace's bot (an existing one's
+        lines.append(f"  {bot['name']:<16} {bot['id']}  {bot['token']}")  # token is hashed)
     _print(doc, args.json, "\n".join(lines))
     return 0
 
@@ -275,9 +277,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=_status)
 
-    sd = sub.add_parser("seed", help="create a workspace with N users and a bot")
+    sd = sub.add_parser("seed", help="create a workspace with N users and a bot, or add N "
+                        "users to an existing one (--team)")
     sd.add_argument("--users", type=int, default=3)
     sd.add_argument("--team-name")
+    sd.add_argument("--team", metavar="TEAM_ID",
+                    help="add the users to this workspace (they join its #general)")
     sd.add_argument("--json", action="store_true")
     sd.set_defaults(fn=_seed)
 
@@ -301,6 +306,7 @@ def parser() -> argparse.ArgumentParser:
                        help="RTM sockets (one user each) that must all receive every post")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(fn=_bench)
+    _bench_api_parser(bench)
 
     chaos = sub.add_parser("chaos", help="ring add, drain and kill -9 under load: lost, "
                                          "duplicated, reordered, failover time")
@@ -337,6 +343,37 @@ def _bench(args: argparse.Namespace) -> int:
     lines = [f"{k}: {v}" for k, v in doc.items()]
     _print(doc, args.json, "\n".join(lines))
     return 0
+
+
+def _bench_api_parser(bench: Any) -> None:
+    """`bench api`: a subcommand, so that plain `bench [--messages N]` stays as it was."""
+    sub = bench.add_subparsers(dest="bench_command", metavar="{api}")
+    api = sub.add_parser("api", help="conversations.list and users.list in a large "
+                                     "workspace: p50/p99/max per page and listing, req/s")
+    api.add_argument("--users", type=_count(1), default=5000)
+    api.add_argument("--channels", type=_count(0), default=500)
+    api.add_argument("--members", type=_count(0), default=10,
+                     help="users invited to each channel besides its creator")
+    api.add_argument("--clients", type=_count(1), default=8, help="concurrent clients")
+    api.add_argument("--rounds", type=_count(1), default=5,
+                     help="full listings per client and phase (after one warm-up)")
+    api.add_argument("--team", help="measure this existing workspace (add only the clients)")
+    api.add_argument("--own-cluster", action="store_true",
+                     help="start a throwaway cluster (own database and Redis prefix), "
+                          "stop and wipe it afterwards")
+    api.add_argument("--json", action="store_true")
+    api.set_defaults(fn=_bench_api)
+
+
+def _bench_api(args: argparse.Namespace) -> int:
+    from ops import apibench
+
+    opts = apibench.Options(users=args.users, channels=args.channels, members=args.members,
+                            clients=args.clients, rounds=args.rounds, team=args.team,
+                            own_cluster=args.own_cluster, progress=progress.wanted(args.json))
+    doc = apibench.run(_run_dir(args), opts, args.config)
+    _print(doc, args.json, apibench.text(doc))
+    return 0 if apibench.clean(doc) else 1
 
 
 def _chaos(args: argparse.Namespace) -> int:
