@@ -54,6 +54,9 @@ class Settings:
     # the durable event log: RTM resume replays from it for this long
     event_retention_s: int = 7 * 86400
     event_purge_interval_s: float = 3600.0
+    # chat.scheduleMessage: every webapp looks for due scheduled messages this often (a row
+    # claim makes each post exactly once); a message posts at most this late after post_at
+    scheduled_poll_interval_s: float = 1.0
     # real-time tier behaviour
     client_queue_size: int = 512
     typing_interval_s: float = 3.0  # per connection and channel, as Slack asks of clients

@@ -52,9 +52,15 @@ def error_response(exc: ApiError) -> Response:
     return slack_json({"ok": False, "error": exc.error, **exc.extra}, exc.status, exc.headers)
 
 
-async def _rate_limit(rt: Runtime, user_id: str, method: slack_api.Method) -> None:
+async def _rate_limit(rt: Runtime, user_id: str, method: slack_api.Method, token: str) -> None:
+    """The rate limit, and in the same Redis call whether the token was revoked since this
+    process cached its identity (auth.revoke: docs/architecture.md)."""
     per_minute = method.per_minute(rt.settings.rate_limit_per_minute)
-    wait_ms = await rt.limiter.wait_ms(rt.key("rl", user_id, method.name), per_minute)
+    wait_ms = await rt.limiter.wait_ms(rt.key("rl", user_id, method.name), per_minute,
+                                       gate=rt.revoked_key(token))
+    if wait_ms < 0:
+        rt.forget_token(token)
+        raise ApiError("invalid_auth")
     if wait_ms > 0:
         retry = max(1, math.ceil(wait_ms / 1000))
         raise ApiError("ratelimited", status=429, headers={"Retry-After": str(retry)})
@@ -79,10 +85,10 @@ async def api(request: Request) -> Response:
             who = await rt.identity(token)
             if who is None:
                 raise ApiError("invalid_auth")
-            await _rate_limit(rt, who.user_id, method)
+            await _rate_limit(rt, who.user_id, method, token)
         with rt.outbox.request() as committed:
             try:
-                reply = await method.call(slack_api.Ctx(rt, who, params))  # type: ignore[arg-type]
+                reply = await method.call(slack_api.Ctx(rt, who, params, token))  # type: ignore[arg-type]
             finally:
                 # shielded: a client that hung up must not strand what was committed
                 await asyncio.shield(rt.outbox.flush(committed))

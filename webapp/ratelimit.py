@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-# KEYS[1]: the bucket; ARGV[1]: ms per call; ARGV[2]: burst (calls)
-# returns 0 when allowed, else the ms to wait
+# KEYS[1]: the bucket; KEYS[2] (optional): a gate, a key whose presence refuses the call
+# before it is counted; ARGV[1]: ms per call; ARGV[2]: burst (calls)
+# returns 0 when allowed, -1 when the gate is shut, else the ms to wait
 _GCRA = """
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
@@ -31,9 +35,12 @@ class RateLimiter:
         self.per_minute = max(1, per_minute)
         self._script = client.register_script(_GCRA)
 
-    async def wait_ms(self, key: str, per_minute: int | None = None) -> int:
+    async def wait_ms(self, key: str, per_minute: int | None = None,
+                      gate: str | None = None) -> int:
         """0 if the call may go ahead (and is counted); else how long until it may.
-        ``per_minute`` overrides the default budget (a method's rate tier)."""
+        ``per_minute`` overrides the default budget (a method's rate tier). With ``gate``,
+        -1 (and nothing counted) when that key exists: checked in the same round trip."""
         budget = max(1, per_minute or self.per_minute)
         interval = max(1, 60_000 // budget)
-        return int(await self._script(keys=[key], args=[interval, budget]))
+        keys = [key] if gate is None else [key, gate]
+        return int(await self._script(keys=keys, args=[interval, budget]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -13,9 +14,9 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from cluster import registry
+from cluster import ids, registry
 from cluster.settings import Settings
-from webapp import retention, store
+from webapp import retention, scheduler, store
 from webapp.db import Database
 from webapp.outbox import Outbox
 from webapp.ratelimit import RateLimiter
@@ -26,6 +27,8 @@ _AUTH_CACHE_MAX = 50_000
 _DISCOVERY_TTL_S = 1.0
 REDIS_POOL_SIZE = 64
 REDIS_WAIT_S = 5.0
+# a revoked token's marker outlives every identity cache entry by this much
+_REVOKED_MARGIN_S = 5
 
 
 class Runtime:
@@ -49,7 +52,8 @@ class Runtime:
     async def open(self) -> None:
         await self.db.open()
         self._tasks = [asyncio.create_task(retention.run(self.db, self.redis, self.settings)),
-                       asyncio.create_task(self.outbox.run())]
+                       asyncio.create_task(self.outbox.run()),
+                       asyncio.create_task(scheduler.run(self))]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -74,6 +78,21 @@ class Runtime:
                 self._auth.clear()
             self._auth[token] = (now + self.settings.auth_cache_ttl_s, who)
         return who
+
+    def revoked_key(self, token: str) -> str:
+        return self.key("revoked", ids.hash_token(token))
+
+    async def mark_revoked(self, token: str) -> None:
+        """Once the directory forgot the token: shut it out of every process's identity
+        cache. The marker lives longer than any cache entry made before the token was
+        deleted (after that, a cache miss finds no token); the rate-limit script checks it
+        on every call, in the round trip it makes anyway (docs/architecture.md)."""
+        ttl = math.ceil(self.settings.auth_cache_ttl_s) + _REVOKED_MARGIN_S
+        await self.redis.set(self.revoked_key(token), 1, ex=ttl)
+        self.forget_token(token)
+
+    def forget_token(self, token: str) -> None:
+        self._auth.pop(token, None)
 
     async def services(self, role: str) -> dict[str, str]:
         now = time.monotonic()

@@ -104,6 +104,8 @@ DIRECTORY_MIGRATIONS = [
     f"""CREATE TABLE IF NOT EXISTS dm_index (
         team_id VARCHAR(16) NOT NULL, members_key VARCHAR(200) NOT NULL,
         channel_id VARCHAR(16) NOT NULL, PRIMARY KEY (team_id, members_key)) {_TABLE_OPTS}""",
+    # usergroups.disable: who disabled the group (Slack's deleted_by; `disabled` holds when)
+    "ALTER TABLE usergroups ADD COLUMN IF NOT EXISTS deleted_by VARCHAR(16) NULL",
 ]
 
 CHAT_MIGRATIONS = [
@@ -154,6 +156,41 @@ CHAT_MIGRATIONS = [
     # read; reply_users holds every distinct replier (reply_users_count is its length)
     "ALTER TABLE messages ADD COLUMN IF NOT EXISTS parent_user_id VARCHAR(16) NULL",
     "ALTER TABLE messages MODIFY COLUMN reply_users MEDIUMTEXT NULL",
+    # a system message's own fields, as JSON merged into the message object (channel_topic's
+    # "topic", channel_name's "old_name" and "name", ...)
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS extra TEXT NULL",
+    # reactions and pins live with their message on the channel's shard. ``created`` is the
+    # µs ts of the event that added the row: strictly increasing per channel, so it orders
+    # a message's reactions exactly as they came (Slack's first-reaction order)
+    f"""CREATE TABLE IF NOT EXISTS reactions (
+        channel_id VARCHAR(16) NOT NULL, ts_us BIGINT NOT NULL, name VARCHAR(128) NOT NULL,
+        user_id VARCHAR(16) NOT NULL, created BIGINT NOT NULL,
+        PRIMARY KEY (channel_id, ts_us, name, user_id)) {_TABLE_OPTS}""",
+    # reactions.list: one user's reactions, newest first, read on every shard
+    "CREATE INDEX IF NOT EXISTS by_user ON reactions (user_id, created)",
+    f"""CREATE TABLE IF NOT EXISTS pins (
+        channel_id VARCHAR(16) NOT NULL, ts_us BIGINT NOT NULL, pinned_by VARCHAR(16) NOT NULL,
+        created BIGINT NOT NULL, PRIMARY KEY (channel_id, ts_us)) {_TABLE_OPTS}""",
+    # pins.list: a channel's pins, newest first
+    "CREATE INDEX IF NOT EXISTS by_created ON pins (channel_id, created)",
+    # chat.scheduleMessage: a message waiting for post_at, on its channel's shard. Every
+    # webapp polls by_post_at for due rows and claims one (claimed_until, µs) before it
+    # posts it; a claim whose webapp died runs out and the row is posted by another, with
+    # the row's id as client_msg_id so a post that did commit is found, not repeated
+    f"""CREATE TABLE IF NOT EXISTS scheduled_messages (
+        id VARCHAR(16) PRIMARY KEY, channel_id VARCHAR(16) NOT NULL,
+        user_id VARCHAR(16) NOT NULL, post_at BIGINT NOT NULL, date_created BIGINT NOT NULL,
+        text MEDIUMTEXT NOT NULL, blocks MEDIUMTEXT NULL, attachments MEDIUMTEXT NULL,
+        thread_ts_us BIGINT NULL, reply_broadcast TINYINT NOT NULL DEFAULT 0,
+        claimed_until BIGINT NOT NULL DEFAULT 0,
+        KEY by_post_at (post_at), KEY by_channel (channel_id, post_at),
+        KEY by_user (user_id, post_at, id)) {_TABLE_OPTS}""",
+    # search.messages: InnoDB FULLTEXT on the text. Matching follows the column's collation,
+    # so the text compares case- and accent-insensitively (storage is unchanged: a collation
+    # only orders and compares). The first FULLTEXT index rebuilds the table once.
+    "ALTER TABLE messages MODIFY COLUMN text MEDIUMTEXT CHARACTER SET utf8mb4 "
+    "COLLATE utf8mb4_unicode_ci NOT NULL",
+    "CREATE FULLTEXT INDEX IF NOT EXISTS by_text ON messages (text)",
 ]
 
 

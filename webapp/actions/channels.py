@@ -109,24 +109,40 @@ def _kind(row: dict[str, Any]) -> str:
 
 
 async def list_conversations(rt: Runtime, who: store.Identity, types: tuple[str, ...],
-                             exclude_archived: bool, after: str, limit: int
+                             exclude_archived: bool, after: str, limit: int, *,
+                             member: str | None = None,
                              ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of conversations.list in id order, and the id to continue after (None at
     the end). The workspace's public channels come from a scatter read; the caller's own
-    private channels, group DMs and DMs from its lookup rows. No query per channel."""
+    private channels, group DMs and DMs from its lookup rows. No query per channel.
+
+    With ``member`` (users.conversations), only the conversations that user is in, every
+    one from its lookup rows; of another user's, the members-only ones only where the
+    caller is a member too, as the channels' own membership rows say (a lookup row left
+    behind by a half-done leave must not reveal anything)."""
+    listed = member or who.user_id
+    scatter = member is None and "public_channel" in types
     public = db_channels.team_channels(rt.db, who.team_id, after, limit,
                                        exclude_archived=exclude_archived) \
-        if "public_channel" in types else _nothing()
-    mine, rows = await asyncio.gather(store.user_channels(rt.db, who.user_id), public)
+        if scatter else _nothing()
+    reads = [store.user_channels(rt.db, who.user_id), public]
+    if listed != who.user_id:
+        reads.append(store.user_channels(rt.db, listed))
+    mine, rows, *theirs = await asyncio.gather(*reads)
+    shared = set(mine)
     prefixes = {_PREFIXES[t] for t in types if t in _PREFIXES}
-    candidates = [c for c in mine if c > after and c[:1] in prefixes]
+    if not scatter and "public_channel" in types:
+        prefixes.add("C")
+    candidates = [c for c in (theirs[0] if theirs else mine) if c > after
+                  and c[:1] in prefixes and (c[:1] == "C" or c in shared)]
     if candidates:
-        rows += [r for r in await db_channels.rows_as_member(rt.db, candidates, who.user_id)
-                 if r["team_id"] == who.team_id and _kind(r) in types
-                 and not (exclude_archived and r["is_archived"])]
+        found = await db_channels.rows_as_member(rt.db, candidates, listed, viewer=who.user_id)
+        rows += [r for r in found if r["team_id"] == who.team_id and _kind(r) in types
+                 and not (exclude_archived and r["is_archived"])
+                 and (r["viewer_member"] or not _members_only(r))]
     rows.sort(key=lambda r: r["id"])
     page, more = rows[:limit], len(rows) > limit
-    return await _list_shapes(rt, who, page, set(mine)), page[-1]["id"] if more else None
+    return await _list_shapes(rt, who, page, shared), page[-1]["id"] if more else None
 
 
 async def _nothing() -> list[dict[str, Any]]:
@@ -140,9 +156,11 @@ async def _list_shapes(rt: Runtime, who: store.Identity, rows: list[dict[str, An
     users = await db_dms.team_users(rt.db, who.team_id, sorted(set(peers)))
     shapes = []
     for row in rows:
-        member = row if "is_open" in row else None
-        shape = channel_shape(row, row["id"] in mine, viewer=who.user_id,
-                              member=member if is_dm(row) else None,
+        # rows read with their membership carry the caller's (viewer_member); public
+        # channels of the scatter read are the caller's if its lookup rows say so
+        in_it = bool(row["viewer_member"]) if "viewer_member" in row else row["id"] in mine
+        shape = channel_shape(row, in_it, viewer=who.user_id,
+                              member=row if in_it and is_dm(row) else None,
                               num_members=counts.get(row["id"]))
         if row["is_im"]:
             peer = users.get(shape["user"])
@@ -282,7 +300,8 @@ async def rename(rt: Runtime, who: store.Identity, channel_id: str, name: str | 
     if name == row["name"]:
         return row
     try:
-        return await db_channels.rename_channel(rt.db, channel_id, who.team_id, name)
+        return await db_channels.rename_channel(rt.db, channel_id, who.team_id, name,
+                                                who.user_id)
     except store.Conflict as exc:
         raise ApiError("name_taken") from exc
     except db_channels.Refused as exc:

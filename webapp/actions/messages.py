@@ -12,6 +12,7 @@ from typing import Any
 from cluster import ids
 from webapp import store
 from webapp.actions import channels
+from webapp.actions.reactions import annotate
 from webapp.params import ApiError
 from webapp.runtime import Runtime
 from webapp.slack import events
@@ -197,6 +198,7 @@ async def update(rt: Runtime, who: store.Identity, channel: str, ts_us: int,
                                                       blocks, attachments)
     except store.PostRefused as exc:
         raise _refused(exc) from exc
+    await annotate(rt, channel, [message])  # an edit keeps its reactions and pins
     return {"channel": channel, "ts": message["ts"], "text": message["text"],
             "message": message}
 
@@ -253,8 +255,8 @@ async def replies(rt: Runtime, who: store.Identity, channel: str, ts_us: int,
     has_more = len(rows) > limit
     page = ([parent] if first_page else []) + rows[:limit]
     last = page[-1]["ts_us"] if page else None
-    return {"messages": [row_to_message(r, row["team_id"]) for r in page],
-            "has_more": has_more, "last": last}
+    shaped = await annotate(rt, channel, [row_to_message(r, row["team_id"]) for r in page])
+    return {"messages": shaped, "has_more": has_more, "last": last}
 
 
 # --- ephemeral -----------------------------------------------------------------------------

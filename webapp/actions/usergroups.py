@@ -85,6 +85,40 @@ async def listing(rt: Runtime, who: store.Identity, include_users: bool, include
             for r in rows]
 
 
+async def _announce_updated(rt: Runtime, who: store.Identity, row: dict[str, Any]) -> None:
+    """``subteam_updated`` with the group as it now stands (members included, as Slack's
+    event carries them). Sent even when nothing changed, so repeating a call whose event
+    step failed repairs it."""
+    users = await member_ids(rt, row["id"])
+    subteam = usergroup_shape(row, users=users, count=len(users))
+    await announce(rt, who.team_id, lambda ts: events.subteam_updated(subteam, ts))
+
+
+async def update(rt: Runtime, who: store.Identity, group_id: str,
+                 changes: dict[str, Any]) -> dict[str, Any]:
+    """Change name, handle, description or default channels (``prefs``), already checked
+    (the caller found the group first); the new row."""
+    try:
+        row = await usergroups.update_group(rt.db, who.team_id, group_id, who.user_id, changes)
+    except directory.Conflict as exc:
+        raise ApiError(str(exc)) from exc
+    if row is None:
+        raise ApiError("no_such_subteam")
+    await _announce_updated(rt, who, row)
+    return row
+
+
+async def set_disabled(rt: Runtime, who: store.Identity, group_id: str,
+                       disabled: bool) -> dict[str, Any]:
+    """usergroups.disable / usergroups.enable. Slack names no error for a group already in
+    that state, so it answers ok with the group as it is (idempotent)."""
+    row = await usergroups.set_disabled(rt.db, who.team_id, group_id, who.user_id, disabled)
+    if row is None:
+        raise ApiError("no_such_subteam")
+    await _announce_updated(rt, who, row)
+    return row
+
+
 async def set_members(rt: Runtime, who: store.Identity, group_id: str,
                       users: list[str]) -> usergroups.MembersChanged:
     """Replace the member list; every user must be an active member of the workspace."""

@@ -26,7 +26,8 @@ from webapp.store.directory import Identity
 Tier = Literal[1, 2, 3, 4, "post"]
 TIER_SHARE: dict[Tier, float] = {1: 0.05, 2: 0.2, 3: 0.5, 4: 1.0, "post": 1.0}
 
-FAMILIES = ("core", "chat", "conversations", "users", "team", "bots", "usergroups", "emoji", "rtm")
+FAMILIES = ("core", "chat", "conversations", "users", "team", "bots", "usergroups", "emoji", "rtm",
+            "reactions", "pins", "search")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Ctx:
     rt: Runtime
     who: Identity
     raw: dict[str, Any]
+    # the caller's token, for the methods about the token itself (auth.revoke)
+    token: str | None = None
 
 
 Handler = Callable[..., Awaitable[dict[str, Any]]]

@@ -330,3 +330,30 @@ class Limit(Int):
             return super().parse(raw, name)
         except ApiError as exc:
             raise ApiError(self.error) from exc
+
+
+_SECONDS_RE = re.compile(r"\d{1,12}(\.\d{0,6})?")
+
+
+@dataclasses.dataclass(frozen=True)
+class Seconds(Spec):
+    """A Unix time in whole seconds (``post_at``, ``latest``): an integer, or a number
+    with a fraction (dropped), typed or as a string; ``error`` when it is anything else,
+    ``missing`` when absent (else None)."""
+
+    error: str
+    missing: str | None = None
+
+    def parse(self, raw: Raw, name: str) -> int | None:
+        value = raw.get(name)
+        if _missing(value):
+            if self.missing:
+                raise ApiError(self.missing)
+            return None
+        if isinstance(value, bool):
+            raise ApiError(self.error)
+        if isinstance(value, int | float):
+            value = repr(value) if isinstance(value, int) else f"{value:.6f}"
+        if not isinstance(value, str) or not _SECONDS_RE.fullmatch(value.strip()):
+            raise ApiError(self.error)
+        return int(value.strip().partition(".")[0])

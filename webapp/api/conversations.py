@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from webapp import store
-from webapp.actions import channels, dms
+from webapp.actions import channels, dms, pins, reactions
 from webapp.api import Ctx, args, method
 from webapp.api.args import USER_ID_RE
 from webapp.params import ApiError, encodable
@@ -186,8 +187,12 @@ async def history(ctx: Ctx, channel: str, limit: int, inclusive: bool, latest: i
     has_more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = args.make_cursor("next_ts", rows[-1]["ts_us"]) if has_more else ""
-    return {"messages": [row_to_message(r, row["team_id"]) for r in rows],
-            "has_more": has_more, "pin_count": 0, "channel_actions_ts": None,
+    # reactions and pins of the whole page in one query, the pin count in another
+    messages, pin_count = await asyncio.gather(
+        reactions.annotate(ctx.rt, row["id"], [row_to_message(r, row["team_id"]) for r in rows]),
+        pins.count(ctx.rt, row["id"]))
+    return {"messages": messages,
+            "has_more": has_more, "pin_count": pin_count, "channel_actions_ts": None,
             "channel_actions_count": 0, "response_metadata": {"next_cursor": next_cursor}}
 
 

@@ -22,3 +22,21 @@ async def info(ctx: Ctx, team: str | None, domain: str | None) -> dict[str, Any]
     if row is None:
         raise ApiError("team_not_found")
     return {"team": team_shape(row)}
+
+
+def _visibility(value: Any) -> str:
+    if value is None or value == "":
+        return "all"
+    if value not in ("all", "visible", "hidden"):
+        raise ApiError("invalid_arguments")
+    return value
+
+
+@method("team.profile.get", tier=3, visibility=args.Custom(_visibility),
+        team_id=args.Text(max_len=32))
+async def profile_get(ctx: Ctx, visibility: str, team_id: str | None) -> dict[str, Any]:
+    """The workspace's custom profile fields and their sections. We have none (no method
+    defines them yet), so every visibility filter answers Slack's empty profile."""
+    if team_id is not None and team_id != ctx.who.team_id:
+        raise ApiError("team_access_not_granted")
+    return {"profile": {"fields": [], "sections": []}}

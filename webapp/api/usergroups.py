@@ -74,3 +74,63 @@ async def users_update(ctx: Ctx, usergroup: str, users: list[str], include_count
     changed = await actions.set_members(ctx.rt, ctx.who, usergroup, users)
     return {"usergroup": usergroup_shape(changed.row, users=changed.users,
                                          count=len(changed.users) if include_count else None)}
+
+
+def _cleared(ctx: Ctx, name: str) -> bool:
+    """An argument sent empty (``description=``, ``channels=``): Slack clears the field,
+    where an absent one leaves it as it is."""
+    return ctx.raw.get(name) in ("", [])
+
+
+@method("usergroups.update", tier=2, usergroup=_usergroup(),
+        name=args.Text(max_len=255, too_long="name_too_long"),
+        handle=args.Text(max_len=81, too_long="bad_handle"),
+        description=args.Text(max_len=1000, too_long="description_too_long"),
+        channels=args.IdList(args.CHANNEL_ID_RE, "invalid_channel_provided", max_n=100,
+                             too_many="invalid_channel_provided"),
+        include_count=args.Flag(), team_id=args.Text(max_len=32))
+async def update(ctx: Ctx, usergroup: str, name: str | None, handle: str | None,
+                 description: str | None, channels: list[str] | None, include_count: bool,
+                 team_id: str | None) -> dict[str, Any]:
+    """Only the fields given change; the reply carries the members, as Slack's does."""
+    _same_team(ctx, team_id)
+    await actions.existing(ctx.rt, ctx.who, usergroup)
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = re.sub(r"\s+", " ", name).strip()
+        if not changes["name"]:
+            raise ApiError("missing_subteam_name")
+    if handle is not None:
+        changes["handle"] = actions.handle_for(name or "", handle)
+    if description is not None or _cleared(ctx, "description"):
+        changes["description"] = (description or "").strip()
+    if channels is not None or _cleared(ctx, "channels"):
+        changes["prefs"] = await actions.default_channels(ctx.rt, ctx.who, channels or [])
+    row = await actions.update(ctx.rt, ctx.who, usergroup, changes)
+    users = await actions.member_ids(ctx.rt, row["id"])
+    return {"usergroup": usergroup_shape(row, users=users,
+                                         count=len(users) if include_count else None)}
+
+
+async def _toggle(ctx: Ctx, usergroup: str, include_count: bool, team_id: str | None,
+                  disabled: bool) -> dict[str, Any]:
+    _same_team(ctx, team_id)
+    row = await actions.set_disabled(ctx.rt, ctx.who, usergroup, disabled)
+    count = len(await actions.member_ids(ctx.rt, row["id"])) if include_count else None
+    return {"usergroup": usergroup_shape(row, count=count)}
+
+
+@method("usergroups.disable", tier=2, usergroup=_usergroup(), include_count=args.Flag(),
+        team_id=args.Text(max_len=32))
+async def disable(ctx: Ctx, usergroup: str, include_count: bool,
+                  team_id: str | None) -> dict[str, Any]:
+    """The group leaves usergroups.list (unless include_disabled) and gets date_delete;
+    its members are kept for usergroups.enable."""
+    return await _toggle(ctx, usergroup, include_count, team_id, True)
+
+
+@method("usergroups.enable", tier=2, usergroup=_usergroup(), include_count=args.Flag(),
+        team_id=args.Text(max_len=32))
+async def enable(ctx: Ctx, usergroup: str, include_count: bool,
+                 team_id: str | None) -> dict[str, Any]:
+    return await _toggle(ctx, usergroup, include_count, team_id, False)

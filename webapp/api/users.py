@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from webapp.actions import channels as channel_actions
 from webapp.actions import users as actions
 from webapp.api import Ctx, args, method
 from webapp.params import ApiError
@@ -118,3 +119,27 @@ async def get_presence(ctx: Ctx, user: str | None) -> dict[str, Any]:
     if state and state.get("last_activity"):
         reply["last_activity"] = int(state["last_activity"])
     return reply
+
+
+@method("users.conversations", tier=3,
+        cursor=args.Cursor("cid"),
+        exclude_archived=args.Flag(),
+        limit=args.Limit(100, 1, 1000),
+        team_id=args.Text(max_len=32),
+        types=args.Choices(("public_channel", "private_channel", "mpim", "im"),
+                           ("public_channel",)),
+        user=args.user(missing=None))
+async def conversations(ctx: Ctx, cursor: str | None, exclude_archived: bool, limit: int,
+                        team_id: str | None, types: tuple[str, ...], user: str | None
+                        ) -> dict[str, Any]:
+    """The conversations a user (the caller by default) is a member of. Of another user's,
+    only those the caller may see: public channels, and the rest only where the caller is
+    a member too."""
+    _same_team(ctx, team_id)
+    if user is not None and user != ctx.who.user_id:
+        await actions.visible_user(ctx.rt, ctx.who, user)
+    shapes, last = await channel_actions.list_conversations(
+        ctx.rt, ctx.who, types, exclude_archived, cursor or "", limit,
+        member=user or ctx.who.user_id)
+    return {"channels": shapes, "response_metadata": {
+        "next_cursor": args.make_cursor("cid", last) if last else ""}}

@@ -55,6 +55,39 @@ def ephemeral_message(msg: dict[str, Any], channel_id: str) -> dict[str, Any]:
     return {**msg, "channel": channel_id, "is_ephemeral": True, "event_ts": msg["ts"]}
 
 
+# --- reactions and pins: to the message's channel stream ------------------------------------
+
+
+def _reaction(kind: str, user_id: str, name: str, item_user: str, channel_id: str,
+              msg_ts: str, ts: str) -> dict[str, Any]:
+    return {"type": kind, "user": user_id, "reaction": name, "item_user": item_user,
+            "item": {"type": "message", "channel": channel_id, "ts": msg_ts}, "event_ts": ts}
+
+
+def reaction_added(user_id: str, name: str, item_user: str, channel_id: str, msg_ts: str,
+                   ts: str) -> dict[str, Any]:
+    """``user_id`` reacted with ``name`` to the message ``msg_ts`` of ``item_user``."""
+    return _reaction("reaction_added", user_id, name, item_user, channel_id, msg_ts, ts)
+
+
+def reaction_removed(user_id: str, name: str, item_user: str, channel_id: str, msg_ts: str,
+                     ts: str) -> dict[str, Any]:
+    return _reaction("reaction_removed", user_id, name, item_user, channel_id, msg_ts, ts)
+
+
+def pin_added(user_id: str, channel_id: str, item: dict[str, Any], ts: str) -> dict[str, Any]:
+    """``item`` is shapes.pin_item: the message with who pinned it and when."""
+    return {"type": "pin_added", "user": user_id, "channel_id": channel_id, "item": item,
+            "event_ts": ts}
+
+
+def pin_removed(user_id: str, channel_id: str, item: dict[str, Any], has_pins: bool,
+                ts: str) -> dict[str, Any]:
+    """``has_pins``: whether the channel still has a pinned item."""
+    return {"type": "pin_removed", "user": user_id, "channel_id": channel_id, "item": item,
+            "has_pins": has_pins, "event_ts": ts}
+
+
 def member_joined_channel(channel: dict[str, Any], user_id: str, ts: str,
                           inviter: str | None = None) -> dict[str, Any]:
     event = {"type": "member_joined_channel", "user": user_id, "channel": channel["id"],

@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 import unicodedata
+import uuid
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -129,6 +130,8 @@ def row_to_message(row: dict[str, Any], team_id: str) -> dict[str, Any]:
             msg[field] = json.loads(row[field])
     if row.get("edited_by"):
         msg["edited"] = {"user": row["edited_by"], "ts": ids.format_ts(row["edited_ts_us"])}
+    if row.get("extra"):
+        msg |= json.loads(row["extra"])
     if row.get("subtype") == "tombstone":
         msg["hidden"] = True
     if row.get("thread_ts_us") is not None:
@@ -140,6 +143,29 @@ def row_to_message(row: dict[str, Any], team_id: str) -> dict[str, Any]:
     return msg
 
 
+def channel_notice(channel: dict[str, Any], user_id: str, field: str, value: str,
+                   old_name: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """Slack's stored announcement of a topic, purpose or name change (``field``), as
+    (subtype, text, its own fields): channel_topic / channel_purpose / channel_name, or
+    group_* for a private channel or group DM. An empty topic or purpose reads "cleared"."""
+    kind = "group" if channel.get("is_private") or channel.get("is_mpim") else "channel"
+    who = f"<@{user_id}>"
+    subtype = NOTICE_SUBTYPES[kind, field]
+    if field == "name":
+        return (subtype, f'{who} has renamed the {kind} from "{old_name}" to "{value}"',
+                {"old_name": old_name, "name": value})
+    text = f"{who} set the {kind} {field}: {value}" if value \
+        else f"{who} cleared the {kind} {field}"
+    return subtype, text, {field: value}
+
+
+NOTICE_SUBTYPES = {
+    ("channel", "topic"): "channel_topic", ("channel", "purpose"): "channel_purpose",
+    ("channel", "name"): "channel_name", ("group", "topic"): "group_topic",
+    ("group", "purpose"): "group_purpose", ("group", "name"): "group_name",
+}
+
+
 def thread_summary(row: dict[str, Any]) -> dict[str, Any]:
     """A thread parent's fields: its own ts as thread_ts, and who replied how often."""
     users = json.loads(row.get("reply_users") or "[]")
@@ -148,6 +174,42 @@ def thread_summary(row: dict[str, Any]) -> dict[str, Any]:
             "reply_users_count": len(users), "reply_users": users[:SHOWN_REPLY_USERS],
             "latest_reply": ids.format_ts(latest) if latest else ids.format_ts(row["ts_us"]),
             "is_locked": False, "subscribed": False}
+
+
+# --- reactions and pins: what people added to a message ------------------------------------
+
+# a reaction names at most this many of its reactors (``count`` counts them all), as Slack
+# does unless reactions.get / reactions.list are asked for ``full``
+SHOWN_REACTION_USERS = 50
+
+
+def reactions_shape(rows: list[dict[str, Any]], full: bool = False) -> list[dict[str, Any]]:
+    """Slack's ``reactions`` from a message's reaction rows (name, user_id) in the order they
+    were added: each emoji where it first appeared, its reactors in the order they came."""
+    by_name: dict[str, list[str]] = {}
+    for row in rows:
+        by_name.setdefault(row["name"], []).append(row["user_id"])
+    return [{"name": name, "users": users if full else users[:SHOWN_REACTION_USERS],
+             "count": len(users)} for name, users in by_name.items()]
+
+
+def with_extras(msg: dict[str, Any], reactions: list[dict[str, Any]] | None,
+                pinned_in: str | None, full: bool = False) -> dict[str, Any]:
+    """``msg`` with its ``reactions`` and ``pinned_to`` added where it has any (Slack leaves
+    both out of a message that has none)."""
+    if reactions:
+        msg["reactions"] = reactions_shape(reactions, full)
+    if pinned_in:
+        msg["pinned_to"] = [pinned_in]
+    return msg
+
+
+def pin_item(msg: dict[str, Any], channel_id: str, created_us: int,
+             created_by: str) -> dict[str, Any]:
+    """A pinned message as pins.list and pin_added / pin_removed carry it (``created`` in
+    seconds)."""
+    return {"type": "message", "created": created_us // 1_000_000, "created_by": created_by,
+            "channel": channel_id, "message": msg}
 
 
 # --- people: users and their profiles, bots, the workspace, usergroups -----------------------
@@ -305,7 +367,7 @@ def usergroup_shape(row: dict[str, Any], users: list[str] | None = None,
         "handle": row["handle"], "is_external": False, "date_create": row["created"],
         "date_update": row["updated"], "date_delete": row["disabled"], "auto_type": None,
         "created_by": row["created_by"], "updated_by": row["updated_by"],
-        "deleted_by": None,
+        "deleted_by": row.get("deleted_by") if row["disabled"] else None,
         "prefs": {"channels": prefs.get("channels", []), "groups": prefs.get("groups", [])},
     }
     if users is not None:
@@ -313,3 +375,70 @@ def usergroup_shape(row: dict[str, Any], users: list[str] | None = None,
     if count is not None:
         shape["user_count"] = count
     return shape
+
+
+# --- scheduled messages and search results ----------------------------------------------------
+
+
+def permalink_url(domain: str, channel_id: str, ts_us: int,
+                  thread_ts_us: int | None = None) -> str:
+    """Slack's permalink form; a reply's names its thread and channel."""
+    url = (f"https://{domain}.backchannel.local/archives/{channel_id}/"
+           f"p{ids.format_ts(ts_us).replace('.', '')}")
+    if thread_ts_us is not None:
+        url += f"?thread_ts={ids.format_ts(thread_ts_us)}&cid={channel_id}"
+    return url
+
+
+def delayed_message_shape(row: dict[str, Any], team_id: str,
+                          bot_id: str | None) -> dict[str, Any]:
+    """chat.scheduleMessage's ``message``: what will be posted, which has no ts yet (Slack
+    calls it a delayed_message)."""
+    msg: dict[str, Any] = {"type": "delayed_message", "text": row["text"],
+                           "user": row["user_id"], "team": team_id}
+    if bot_id:
+        msg["bot_id"] = bot_id
+    for field in ("blocks", "attachments"):
+        if row.get(field):
+            msg[field] = json.loads(row[field])
+    if row.get("thread_ts_us") is not None:
+        msg["thread_ts"] = ids.format_ts(row["thread_ts_us"])
+    return msg
+
+
+def scheduled_message_shape(row: dict[str, Any]) -> dict[str, Any]:
+    """An entry of chat.scheduledMessages.list."""
+    return {"id": row["id"], "channel_id": row["channel_id"], "post_at": int(row["post_at"]),
+            "date_created": int(row["date_created"]), "text": row["text"]}
+
+
+def search_channel_shape(row: dict[str, Any], viewer: str) -> dict[str, Any]:
+    """The ``channel`` of a search match: Slack's short form. A DM is named by the other
+    member's id, as Slack names it."""
+    im, mpim = bool(row.get("is_im")), bool(row.get("is_mpim"))
+    private = bool(row["is_private"]) or im or mpim
+    name = _im_shape(row, viewer)["user"] if im else row["name"]
+    return {"id": row["id"], "is_channel": not private, "is_group": private and not im,
+            "is_im": im, "is_mpim": mpim,
+            "is_private": private, "is_shared": False, "is_ext_shared": False,
+            "is_org_shared": False, "is_pending_ext_shared": False, "pending_shared": [],
+            "name": name}
+
+
+def search_match_shape(row: dict[str, Any], channel: dict[str, Any], viewer: str,
+                       username: str, domain: str, text: str) -> dict[str, Any]:
+    """One search.messages match from a ``messages`` row; ``text`` is the row's text,
+    highlighted when asked. ``iid`` is stable per message, so pages agree."""
+    message = row_to_message(row, channel["team_id"])
+    match: dict[str, Any] = {
+        "iid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{row['channel_id']}/{row['ts_us']}")),
+        "team": channel["team_id"], "channel": search_channel_shape(channel, viewer),
+        "type": "message", "user": row["user_id"], "username": username,
+        "ts": message["ts"], "text": text,
+        "permalink": permalink_url(domain, row["channel_id"], row["ts_us"],
+                                   row.get("thread_ts_us")),
+    }
+    for field in ("blocks", "attachments", "thread_ts"):
+        if field in message:
+            match[field] = message[field]
+    return match

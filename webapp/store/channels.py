@@ -17,6 +17,8 @@ import aiomysql
 from cluster import ids
 from webapp.db import Database
 from webapp.slack import events
+from webapp.slack.shapes import channel_notice
+from webapp.store import messages
 from webapp.store.streams import Posted, append_event, append_locked, lock_stream
 
 log = logging.getLogger(__name__)
@@ -381,11 +383,12 @@ async def set_archived(db: Database, channel_id: str, archived: bool, actor: str
     return await _change(db, channel_id, body)
 
 
-async def rename_channel(db: Database, channel_id: str, team_id: str, name: str
-                         ) -> dict[str, Any]:
+async def rename_channel(db: Database, channel_id: str, team_id: str, name: str,
+                         actor: str) -> dict[str, Any]:
     """Reserve the new name (directory; Conflict when taken), rename the channel (its
-    shard, with channel_rename / group_rename), then free the name it had. A rename that
-    fails frees the new name again."""
+    shard, with channel_rename / group_rename, then the channel_name / group_name message
+    ``actor`` leaves in it), then free the name it had. A rename that fails frees the new
+    name again."""
     claim = {"id": channel_id, "team_id": team_id, "name": name}
     await _reserve_name(db, claim)
 
@@ -399,8 +402,13 @@ async def rename_channel(db: Database, channel_id: str, team_id: str, name: str
             (name, json.dumps(previous), updated, channel_id))
         renamed = {**_public_row(row), "name": name, "previous_names": json.dumps(previous),
                    "updated": updated, "old_name": row["name"]}
-        return renamed, [(_lifecycle_stream(row), lambda ts: events.channel_rename(
-            renamed, ts))]
+        # the rename event first (a private channel's goes on this same stream), so a client
+        # knows the new name by the time the message naming it arrives
+        later = await append_here(db, channel_id, cur, [(
+            _lifecycle_stream(row), lambda ts: events.channel_rename(renamed, ts))])
+        await messages.insert_notice(cur, renamed, actor, channel_notice(
+            renamed, actor, "name", name, old_name=row["name"]))
+        return renamed, later
 
     try:
         row = await _change(db, channel_id, body)
@@ -422,7 +430,9 @@ async def _release_name(db: Database, row: dict[str, Any]) -> None:
 
 async def set_text(db: Database, channel_id: str, field: str, value: str, actor: str
                    ) -> dict[str, Any]:
-    """Set the topic or the purpose (``field``), recording who set it and when."""
+    """Set the topic or the purpose (``field``), recording who set it and when. A change
+    leaves Slack's channel_topic / channel_purpose message (group_* when private) in the
+    channel, in the same transaction: that message is how members hear of it."""
     assert field in ("topic", "purpose")
 
     async def body(cur: aiomysql.DictCursor, row: dict[str, Any]
@@ -434,6 +444,9 @@ async def set_text(db: Database, channel_id: str, field: str, value: str, actor:
             f"UPDATE channels SET {field}=%s, {field}_creator=%s, {field}_last_set=%s, "
             "updated=%s WHERE id=%s",
             (value, actor, now_us // 1_000_000, now_us // 1000, channel_id))
+        if row[field] != value:  # setting the same text again changes nothing to announce
+            await messages.insert_notice(cur, row, actor,
+                                         channel_notice(row, actor, field, value))
         return {**_public_row(row), field: value, f"{field}_creator": actor,
                 f"{field}_last_set": now_us // 1_000_000, "updated": now_us // 1000}, []
 
@@ -570,18 +583,21 @@ async def team_channels(db: Database, team_id: str, after: str, limit: int, *,
     return sorted(rows, key=lambda r: r["id"])[:limit + 1]
 
 
-async def rows_as_member(db: Database, channel_ids: list[str], user_id: str
-                         ) -> list[dict[str, Any]]:
+async def rows_as_member(db: Database, channel_ids: list[str], user_id: str,
+                         viewer: str | None = None) -> list[dict[str, Any]]:
     """The rows of the channels among ``channel_ids`` that ``user_id`` is a member of, with
-    the membership's last_read_us and is_open: one query per shard touched."""
+    ``viewer``'s membership (by default that user's own): ``viewer_member``, and its
+    last_read_us and is_open (NULL when not a member). One query per shard touched."""
 
     async def one(group: list[str]) -> list[dict[str, Any]]:
         async with db.chat(group[0]) as cur:
             marks = ",".join(["%s"] * len(group))
             await cur.execute(
-                "SELECT c.*, m.last_read_us, m.is_open FROM channels c "
+                "SELECT c.*, v.last_read_us, v.is_open, v.user_id IS NOT NULL AS viewer_member "
+                "FROM channels c "
                 "JOIN channel_members m ON m.channel_id=c.id AND m.user_id=%s "
-                f"WHERE c.id IN ({marks})", [user_id, *group])
+                "LEFT JOIN channel_members v ON v.channel_id=c.id AND v.user_id=%s "
+                f"WHERE c.id IN ({marks})", [user_id, viewer or user_id, *group])
             return list(await cur.fetchall())
 
     groups = list(_by_shard(db, channel_ids).values())

@@ -158,6 +158,16 @@ async def identity_for_user(db: Database, user_id: str) -> Identity | None:
                     bool(row["is_bot"]), row["bot_id"], bool(row["is_admin"]))
 
 
+async def delete_token(db: Database, token: str) -> bool:
+    """Forget a token (auth.revoke); whether it was there."""
+
+    async def delete(cur: aiomysql.DictCursor) -> bool:
+        await cur.execute("DELETE FROM tokens WHERE token_hash=%s", (ids.hash_token(token),))
+        return cur.rowcount > 0
+
+    return await db.transact_directory(delete)
+
+
 async def user_exists(db: Database, team_id: str, user_id: str) -> bool:
     async with db.directory() as cur:
         await cur.execute("SELECT 1 FROM users WHERE id=%s AND team_id=%s", (user_id, team_id))

@@ -20,7 +20,7 @@ from webapp.db import Database
 from webapp.slack import events
 from webapp.slack.shapes import TOMBSTONE_TEXT, TOMBSTONE_USER, row_to_message
 from webapp.store.directory import Identity
-from webapp.store.streams import Posted, append_locked
+from webapp.store.streams import Posted, append_locked, lock_stream
 
 # subtypes a person may edit; system messages and tombstones stay as they are
 EDITABLE = (None, "me_message", "thread_broadcast")
@@ -115,10 +115,10 @@ async def _insert(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any],
     row["seq"] = posted.seq
     await cur.execute(
         "INSERT INTO messages (channel_id, ts_us, seq, user_id, bot_id, text, thread_ts_us, "
-        "client_msg_id, subtype, blocks, attachments, reply_broadcast, parent_user_id) "
+        "client_msg_id, subtype, blocks, attachments, reply_broadcast, parent_user_id, extra) "
         "VALUES (%(channel_id)s, %(ts_us)s, %(seq)s, %(user_id)s, %(bot_id)s, %(text)s, "
         "%(thread_ts_us)s, %(client_msg_id)s, %(subtype)s, %(blocks)s, %(attachments)s, "
-        "%(reply_broadcast)s, %(parent_user_id)s)", row,
+        "%(reply_broadcast)s, %(parent_user_id)s, %(extra)s)", {"extra": None, **row},
     )
     return posted, row_to_message(row, team_id)
 
@@ -152,6 +152,22 @@ async def _insert_reply(
     )
     await pos.append(cur, lambda ts: events.message_replied(shown, parent["channel_id"], ts))
     return posted, message
+
+
+async def insert_notice(cur: aiomysql.DictCursor, channel: dict[str, Any], user_id: str,
+                        notice: tuple[str, str, dict[str, Any]]) -> Posted:
+    """A system message (``notice``: subtype, text, its own fields; see
+    shapes.channel_notice) stored and announced like any post, with the stream's next seq
+    and ts, inside the caller's transaction on the channel's shard."""
+    subtype, text, extra = notice
+    seq, last_ts_us = await lock_stream(cur, channel["id"])
+    row = {"channel_id": channel["id"], "user_id": user_id, "bot_id": None, "text": text,
+           "client_msg_id": None, "subtype": subtype, "blocks": None, "attachments": None,
+           "thread_ts_us": None, "reply_broadcast": 0, "parent_user_id": None,
+           "extra": json.dumps(extra, separators=(",", ":"), ensure_ascii=False)}
+    posted, _ = await _insert(cur, _Position(channel["id"], seq, last_ts_us), row,
+                              channel["team_id"])
+    return posted
 
 
 async def _thread_parent(cur: aiomysql.DictCursor, channel_id: str,
@@ -283,6 +299,10 @@ async def delete_message(db: Database, channel_id: str, who: Identity, ts_us: in
 
     async def delete(cur: aiomysql.DictCursor) -> None:
         pos, row = await _lock_message(cur, channel_id, who, ts_us, "cant_delete_message")
+        # its reactions and pins go with it, tombstone or not (reactions.*, pins.*)
+        for table in ("reactions", "pins"):
+            await cur.execute(f"DELETE FROM {table} WHERE channel_id=%s AND ts_us=%s",
+                              (channel_id, ts_us))
         if row["thread_ts_us"] is None and row["reply_count"]:
             await _tombstone(cur, pos, row, who.team_id)
             return
