@@ -35,7 +35,7 @@ class PostRefused(Exception):
 
 
 @dataclasses.dataclass
-class _Position:
+class Position:
     """The locked stream's position, advanced by each event a transaction appends."""
 
     stream: str
@@ -100,7 +100,7 @@ async def post_message(
     return done
 
 
-async def _insert(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any],
+async def _insert(cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any],
                   team_id: str, root: Callable[[int], dict[str, Any]] | None = None,
                   ) -> tuple[Posted, dict[str, Any]]:
     """Append the message's event and insert its row; ``root(ts_us)`` gives a broadcast
@@ -124,7 +124,7 @@ async def _insert(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any],
 
 
 async def _insert_reply(
-    cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any], parent: dict[str, Any],
+    cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any], parent: dict[str, Any],
     broadcast: bool, team_id: str,
 ) -> tuple[Posted, dict[str, Any]]:
     """The reply, its parent's new summary, and message_replied carrying that parent."""
@@ -165,7 +165,7 @@ async def insert_notice(cur: aiomysql.DictCursor, channel: dict[str, Any], user_
            "client_msg_id": None, "subtype": subtype, "blocks": None, "attachments": None,
            "thread_ts_us": None, "reply_broadcast": 0, "parent_user_id": None,
            "extra": json.dumps(extra, separators=(",", ":"), ensure_ascii=False)}
-    posted, _ = await _insert(cur, _Position(channel["id"], seq, last_ts_us), row,
+    posted, _ = await _insert(cur, Position(channel["id"], seq, last_ts_us), row,
                               channel["team_id"])
     return posted
 
@@ -174,9 +174,9 @@ async def _thread_parent(cur: aiomysql.DictCursor, channel_id: str,
                          thread_ts_us: int) -> dict[str, Any]:
     """The message a reply goes under: ``thread_ts`` itself, or, when that is a reply, its
     parent (Slack threads one level deep)."""
-    parent = await _message_row(cur, channel_id, thread_ts_us)
+    parent = await message_row(cur, channel_id, thread_ts_us)
     if parent is not None and parent["thread_ts_us"] is not None:
-        parent = await _message_row(cur, channel_id, parent["thread_ts_us"])
+        parent = await message_row(cur, channel_id, parent["thread_ts_us"])
     if parent is None:
         raise PostRefused("thread_not_found")
     return parent
@@ -195,8 +195,8 @@ async def _posted_with_client_id(
     return await cur.fetchone()
 
 
-async def _lock_channel(cur: aiomysql.DictCursor, channel_id: str,
-                        who: Identity) -> tuple[_Position, dict[str, Any]]:
+async def lock_channel(cur: aiomysql.DictCursor, channel_id: str,
+                        who: Identity) -> tuple[Position, dict[str, Any]]:
     """Lock the channel's stream; the channel row (with ``member``: the caller's) if the
     caller may see it, else channel_not_found (private channels hide from non-members)."""
     await cur.execute(
@@ -212,7 +212,7 @@ async def _lock_channel(cur: aiomysql.DictCursor, channel_id: str,
         _members_only(row) and not row["member"]
     ):
         raise PostRefused("channel_not_found")
-    return _Position(channel_id, row["seq"], row["last_ts_us"]), row
+    return Position(channel_id, row["seq"], row["last_ts_us"]), row
 
 
 def _members_only(row: dict[str, Any]) -> bool:
@@ -220,9 +220,9 @@ def _members_only(row: dict[str, Any]) -> bool:
 
 
 async def _lock_for_post(cur: aiomysql.DictCursor, channel_id: str,
-                         who: Identity) -> _Position:
+                         who: Identity) -> Position:
     """Lock the channel's stream and check the poster may write there; raises PostRefused."""
-    pos, row = await _lock_channel(cur, channel_id, who)
+    pos, row = await lock_channel(cur, channel_id, who)
     if row["is_archived"]:
         raise PostRefused("is_archived")
     if not row["member"]:
@@ -230,7 +230,7 @@ async def _lock_for_post(cur: aiomysql.DictCursor, channel_id: str,
     return pos
 
 
-async def _message_row(cur: aiomysql.DictCursor, channel_id: str,
+async def message_row(cur: aiomysql.DictCursor, channel_id: str,
                        ts_us: int) -> dict[str, Any] | None:
     await cur.execute("SELECT * FROM messages WHERE channel_id=%s AND ts_us=%s",
                       (channel_id, ts_us))
@@ -241,14 +241,14 @@ async def _message_row(cur: aiomysql.DictCursor, channel_id: str,
 
 
 async def _lock_message(cur: aiomysql.DictCursor, channel_id: str, who: Identity, ts_us: int,
-                        refused: str) -> tuple[_Position, dict[str, Any]]:
+                        refused: str) -> tuple[Position, dict[str, Any]]:
     """Lock the stream and find a message ``who`` may change (its author, or a workspace
     admin): message_not_found, or ``refused`` when it is someone else's (or, for an edit,
     not a person's message)."""
-    pos, channel = await _lock_channel(cur, channel_id, who)
+    pos, channel = await lock_channel(cur, channel_id, who)
     if channel["is_archived"]:
         raise PostRefused("is_archived")
-    row = await _message_row(cur, channel_id, ts_us)
+    row = await message_row(cur, channel_id, ts_us)
     if row is None or row["subtype"] == "tombstone":
         raise PostRefused("message_not_found")
     if row["user_id"] != who.user_id and not who.is_admin:
@@ -313,7 +313,7 @@ async def delete_message(db: Database, channel_id: str, who: Identity, ts_us: in
     await db.transact(channel_id, delete)
 
 
-async def _remove(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any],
+async def _remove(cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any],
                   team_id: str) -> None:
     previous = row_to_message(row, team_id)
     await pos.append(cur, lambda ts: events.message_deleted(previous, row["channel_id"], ts))
@@ -321,7 +321,7 @@ async def _remove(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any],
                       (row["channel_id"], row["ts_us"]))
 
 
-async def _tombstone(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any],
+async def _tombstone(cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any],
                      team_id: str) -> None:
     """What Slack leaves of a deleted parent: its replies stay reachable under it."""
     tomb = dict(row, subtype="tombstone", user_id=TOMBSTONE_USER, text=TOMBSTONE_TEXT,
@@ -330,7 +330,7 @@ async def _tombstone(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, An
     await _replace(cur, pos, row, tomb, team_id)
 
 
-async def _replace(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any],
+async def _replace(cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any],
                    new: dict[str, Any], team_id: str) -> None:
     """Store ``new`` over ``row`` (same message) and announce it as message_changed."""
     previous, shown = row_to_message(row, team_id), row_to_message(new, team_id)
@@ -346,11 +346,11 @@ async def _replace(cur: aiomysql.DictCursor, pos: _Position, row: dict[str, Any]
     )
 
 
-async def _recount(cur: aiomysql.DictCursor, pos: _Position, parent_ts_us: int,
+async def _recount(cur: aiomysql.DictCursor, pos: Position, parent_ts_us: int,
                    team_id: str) -> None:
     """A reply went: the parent's summary again from the replies left (deletes are rare;
     the by_thread index reads just this thread)."""
-    parent = await _message_row(cur, pos.stream, parent_ts_us)
+    parent = await message_row(cur, pos.stream, parent_ts_us)
     if parent is None:
         return
     await cur.execute(
@@ -373,7 +373,7 @@ async def _recount(cur: aiomysql.DictCursor, pos: _Position, parent_ts_us: int,
 
 async def get_message(db: Database, channel_id: str, ts_us: int) -> dict[str, Any] | None:
     async with db.chat(channel_id) as cur:
-        return await _message_row(cur, channel_id, ts_us)
+        return await message_row(cur, channel_id, ts_us)
 
 
 async def history(
@@ -404,9 +404,9 @@ async def thread(
     (None, []) when it names no message."""
     lo_op, hi_op = (">=", "<=") if inclusive else (">", "<")
     async with db.chat(channel_id) as cur:
-        parent = await _message_row(cur, channel_id, ts_us)
+        parent = await message_row(cur, channel_id, ts_us)
         if parent is not None and parent["thread_ts_us"] is not None:
-            parent = await _message_row(cur, channel_id, parent["thread_ts_us"])
+            parent = await message_row(cur, channel_id, parent["thread_ts_us"])
         if parent is None:
             return None, []
         await cur.execute(

@@ -20,7 +20,7 @@ from webapp.store.directory import Identity
 
 # the post path's stream lock and visibility check: reactions and pins lock a channel exactly
 # as posts do, so every writer of a channel's rows queues on the same lock
-from webapp.store.messages import PostRefused, _lock_channel, _message_row, _Position
+from webapp.store.messages import Position, PostRefused, lock_channel, message_row
 
 # Slack's limits: distinct emoji on one message (too_many_emoji), and reactions one person
 # may add to one message (too_many_reactions)
@@ -80,16 +80,16 @@ async def message_rows(db: Database, channel_id: str, ts_list: list[int]
 
 
 async def lock_message(cur: aiomysql.DictCursor, channel_id: str, who: Identity,
-                       ts_us: int) -> tuple[_Position, dict[str, Any]]:
+                       ts_us: int) -> tuple[Position, dict[str, Any]]:
     """Lock the channel's stream and find the message a member may react to or pin:
     channel_not_found (hidden or absent), is_archived, not_in_channel, message_not_found
     (a deleted thread parent's tombstone included)."""
-    pos, channel = await _lock_channel(cur, channel_id, who)
+    pos, channel = await lock_channel(cur, channel_id, who)
     if channel["is_archived"]:
         raise PostRefused("is_archived")
     if not channel["member"]:
         raise PostRefused("not_in_channel")
-    row = await _message_row(cur, channel_id, ts_us)
+    row = await message_row(cur, channel_id, ts_us)
     if row is None or row["subtype"] == "tombstone":
         raise PostRefused("message_not_found")
     return pos, row
