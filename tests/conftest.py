@@ -79,6 +79,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         _cleanup(settings)
 
 
+@pytest.fixture(scope="module")
+def ws(cluster: Cluster) -> dict[str, Any]:
+    """A workspace of three users for one test module (a module may define its own)."""
+    return cluster.seed(3)
+
+
+@pytest.fixture(scope="module")
+def other(cluster: Cluster) -> dict[str, Any]:
+    """Another workspace, for checking that nothing crosses between workspaces."""
+    return cluster.seed(2)
+
+
 def api_call(cluster: Cluster, method: str, token: str | None = None, **kwargs: Any
              ) -> httpx.Response:
     """POST a JSON body with a Bearer token (sync: for simple assertions)."""

@@ -5,25 +5,13 @@ including rtm.connect; test mode and refused calls revoke nothing."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 from slack_sdk import WebClient
 
 from ops import cluster as ops_cluster
 from tests.conftest import start_cluster, stop_cluster
 from tests.test_api_users import error_of, raw, web
-
-
-@pytest.fixture(scope="module")
-def ws(cluster: Any) -> dict[str, Any]:
-    return cluster.seed(3)
-
-
-@pytest.fixture(scope="module")
-def other(cluster: Any) -> dict[str, Any]:
-    return cluster.seed(1)
 
 
 def _refused_everywhere(base: str, token: str, channel: str) -> None:

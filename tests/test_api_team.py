@@ -6,24 +6,11 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
 
-import pytest
 import trio
 
 from tests.conftest import rtm_session
 from tests.test_api_users import directory_db, error_of, events, raw, web
-
-
-@pytest.fixture(scope="module")
-def ws(cluster: Any) -> dict[str, Any]:
-    return cluster.seed(3)
-
-
-@pytest.fixture(scope="module")
-def other(cluster: Any) -> dict[str, Any]:
-    return cluster.seed(2)
-
 
 # --- team.info / bots.info -------------------------------------------------------------------
 

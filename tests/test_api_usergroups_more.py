@@ -8,21 +8,10 @@ import json
 import secrets
 from typing import Any
 
-import pytest
 import trio
 
 from tests.conftest import rtm_session
 from tests.test_api_users import error_of, events, raw, web
-
-
-@pytest.fixture(scope="module")
-def ws(cluster: Any) -> dict[str, Any]:
-    return cluster.seed(3)
-
-
-@pytest.fixture(scope="module")
-def other(cluster: Any) -> dict[str, Any]:
-    return cluster.seed(2)
 
 
 def _name() -> str:

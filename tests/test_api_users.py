@@ -70,14 +70,6 @@ def directory_db(cluster: Any) -> Iterator[Any]:
         conn.close()
 
 
-@pytest.fixture(scope="module")
-def ws(cluster: Any) -> dict[str, Any]:
-    return cluster.seed(3)
-
-
-@pytest.fixture(scope="module")
-def other(cluster: Any) -> dict[str, Any]:
-    return cluster.seed(1)
 
 
 # --- users.list / users.info / users.lookupByEmail -----------------------------------------

@@ -18,7 +18,8 @@ from webapp import resume, store
 from webapp.actions import messages
 from webapp.actions import seed as seeding
 from webapp.api import args
-from webapp.params import ApiError, Params, parse_body, query_params, read_body
+from webapp.api.args import Params
+from webapp.params import ApiError, parse_body, query_params, read_body
 from webapp.runtime import Runtime
 from webapp.slack.shapes import channel_shape
 from webapp.store import directory

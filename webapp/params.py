@@ -7,7 +7,6 @@ token comes from ``Authorization: Bearer`` or a ``token`` parameter.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,8 +15,6 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartState
 from starlette.requests import Request
 
-CHANNEL_ID_RE = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
-USER_ID_RE = re.compile(r"^[UWB][A-Z0-9]{2,20}$")
 MAX_FORM_PARTS = 1000
 
 
@@ -130,68 +127,3 @@ def token_from(request: Request, params: dict[str, Any]) -> str | None:
     if not isinstance(token, str) or not encodable(token) or len(token) > 256:
         raise ApiError("invalid_auth")
     return token
-
-
-class Params:
-    """Typed access to request parameters; wrong types are ``invalid_arguments``."""
-
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.raw = raw
-
-    def text(self, name: str, *, missing: str | None = None, max_len: int = 4096) -> str | None:
-        value = self.raw.get(name)
-        if value is None or value == "":
-            if missing:
-                raise ApiError(missing)
-            return None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
-            raise ApiError("invalid_arguments")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:  # lone surrogates from JSON "\ud800"
-            raise ApiError("invalid_arguments") from exc
-        if len(value) > max_len:
-            raise ApiError("invalid_arguments")
-        return value
-
-    def channel(self, name: str = "channel") -> str:
-        value = self.raw.get(name)
-        if value is None or value == "":
-            raise ApiError("channel_not_found")
-        if not isinstance(value, str):
-            raise ApiError("invalid_arguments")
-        if not CHANNEL_ID_RE.match(value):
-            raise ApiError("channel_not_found")
-        return value
-
-    def user(self, name: str = "user") -> str:
-        value = self.raw.get(name)
-        if not isinstance(value, str) or not USER_ID_RE.match(value):
-            raise ApiError("user_not_found")
-        return value
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        value = self.raw.get(name)
-        if value is None or value == "":
-            return default
-        if isinstance(value, bool):
-            raise ApiError("invalid_arguments")
-        if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
-            value = int(value)
-        if not isinstance(value, int):
-            raise ApiError("invalid_arguments")
-        return max(lo, min(hi, value))
-
-    def flag(self, name: str, default: bool = False) -> bool:
-        value = self.raw.get(name)
-        if value is None or value == "":
-            return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int):
-            return value != 0
-        if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
-            return value.lower() in ("true", "1")
-        raise ApiError("invalid_arguments")

@@ -357,3 +357,17 @@ class Seconds(Spec):
         if not isinstance(value, str) or not _SECONDS_RE.fullmatch(value.strip()):
             raise ApiError(self.error)
         return int(value.strip().partition(".")[0])
+
+
+class Params:
+    """Typed access to raw parameters by the same specs, for the internal endpoints
+    (webapp/internal.py), which are not Slack methods and have no registration."""
+
+    def __init__(self, raw: Raw) -> None:
+        self.raw = raw
+
+    def text(self, name: str, *, missing: str | None = None, max_len: int = 4096) -> str | None:
+        return Text(missing=missing, max_len=max_len).parse(self.raw, name)
+
+    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
+        return Int(default, lo, hi).parse(self.raw, name)
