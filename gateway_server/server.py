@@ -306,23 +306,38 @@ class Gateway:
     async def _redeem_batch(self, tickets: list[str]) -> dict[str, dict[str, Any]]:
         """One request for many tickets. A pooled connection the webapp closed as we sent
         gets one more try."""
-        for _ in range(REDEEM_ATTEMPTS):
+        body = await self._ask_webapp("/internal/rtm.redeem", {"tickets": tickets},
+                                      REDEEM_ATTEMPTS)
+        if body is not None:
+            grants = body.get("grants") if body.get("ok") else None
+            REDEEM_BATCHES.inc()
+            return {t: g for t, g in (grants or {}).items() if isinstance(g, dict)}
+        raise RedeemUnavailable
+
+    async def _ask_webapp(self, path: str, body: dict[str, Any], attempts: int,
+                          timeout: float | None = None) -> dict[str, Any] | None:
+        """POST to a webapp's internal endpoint, trying each known webapp ``attempts``
+        times over (a pooled connection the webapp closed as we sent gets another try):
+        its JSON object ({} for a refusal that is not one), or None when none answered."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        for _ in range(attempts):
             for url in (await self.discovery.lookup("webapp")).values():
                 try:
                     resp = await self.http.post(
-                        url + "/internal/rtm.redeem", json={"tickets": tickets},
+                        url + path, json=body, **extra,
                         headers={"x-backchannel-internal": self.settings.internal_secret})
                 except httpx.HTTPError as exc:
-                    log.warning("ticket redeem failed: %s", type(exc).__name__)
+                    log.warning("webapp %s failed: %s", path, type(exc).__name__)
                     self.discovery.forget("webapp")
                     continue
                 if resp.status_code >= 500:
                     continue
-                body = resp.json() if resp.status_code == 200 else {}
-                grants = body.get("grants") if body.get("ok") else None
-                REDEEM_BATCHES.inc()
-                return {t: g for t, g in (grants or {}).items() if isinstance(g, dict)}
-        raise RedeemUnavailable
+                try:
+                    answer = resp.json() if resp.status_code == 200 else {}
+                except ValueError:
+                    answer = {}
+                return answer if isinstance(answer, dict) else {}
+        return None
 
     async def handle(self, request: WebSocketRequest) -> None:
         """Per-client handler: every failure is contained to this one client."""
@@ -525,29 +540,14 @@ class Gateway:
         body = {"user": client.user, "channel": send.channel, "text": send.text,
                 "thread_ts": send.thread_ts,
                 "client_msg_id": send.client_msg_id or str(uuid.uuid4())}
-        for _ in range(POST_ATTEMPTS):
-            for url in (await self.discovery.lookup("webapp")).values():
-                try:
-                    resp = await self.http.post(
-                        url + "/internal/rtm.post", json=body, timeout=POST_TIMEOUT_S,
-                        headers={"x-backchannel-internal": self.settings.internal_secret})
-                except httpx.HTTPError as exc:
-                    log.warning("rtm post failed: %s", type(exc).__name__)
-                    self.discovery.forget("webapp")
-                    continue
-                if resp.status_code >= 500:
-                    continue
-                try:
-                    answer = resp.json() if resp.status_code == 200 else {}
-                except ValueError:
-                    answer = {}
-                if not isinstance(answer, dict):
-                    answer = {}
-                if answer.get("ok"):
-                    RTM_SENDS.labels("posted").inc()
-                    return rtm_ok(send.reply_to, answer["ts"], answer["text"])
-                RTM_SENDS.labels("refused").inc()
-                return rtm_error(send.reply_to, str(answer.get("error") or "internal_error"))
+        answer = await self._ask_webapp("/internal/rtm.post", body, POST_ATTEMPTS,
+                                        POST_TIMEOUT_S)
+        if answer is not None:
+            if answer.get("ok"):
+                RTM_SENDS.labels("posted").inc()
+                return rtm_ok(send.reply_to, answer["ts"], answer["text"])
+            RTM_SENDS.labels("refused").inc()
+            return rtm_error(send.reply_to, str(answer.get("error") or "internal_error"))
         RTM_SENDS.labels("failed").inc()
         return rtm_error(send.reply_to, "internal_error")
 

@@ -9,6 +9,7 @@ Specs are checked in the order the method lists them, so put the one Slack check
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import dataclasses
@@ -34,11 +35,11 @@ def _missing(value: Any) -> bool:
     return value is None or value == ""
 
 
-class Spec:
+class Spec(abc.ABC):
     """Parses one argument from the raw parameters; raises ApiError."""
 
-    def parse(self, raw: Raw, name: str) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def parse(self, raw: Raw, name: str) -> Any: ...
 
 
 def _as_text(value: Any, max_len: int) -> str:
