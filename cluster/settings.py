@@ -58,11 +58,22 @@ class Settings:
     # claim makes each post exactly once); a message posts at most this late after post_at
     scheduled_poll_interval_s: float = 1.0
     # real-time tier behaviour
-    client_queue_size: int = 512
+    # a client is slow only when its socket does not drain (docs/performance.md): unsent
+    # bytes the gateway holds for it above client_slow_bytes for longer than
+    # client_slow_after_s, or above client_max_bytes at all, close it
+    client_slow_bytes: int = 262_144
+    client_slow_after_s: float = 10.0
+    client_max_bytes: int = 8_388_608
+    # unsent bytes across a gateway's clients above which it stops reading its channel-server
+    # links: the backlog then shows at the channel servers, which push back on posters
+    gateway_backlog_bytes: int = 67_108_864
     typing_interval_s: float = 3.0  # per connection and channel, as Slack asks of clients
     resume_max_held: int = 10_000  # live events held per resuming stream while it replays
     gateway_drain_window_s: float = 10.0  # `gateway drain` spreads goodbyes over this
     link_queue_size: int = 4096
+    # items queued to one gateway link above which its streams count as behind: posts to
+    # them are answered ratelimited (Retry-After) until fanout catches up
+    fanout_behind_items: int = 512
     ring_poll_interval_s: float = 0.25
     lease_ttl_s: float = 1.5
     gap_wait_s: float = 0.5

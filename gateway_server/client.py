@@ -1,4 +1,11 @@
-"""One connected RTM client: a bounded outbound queue and the frames it may send us."""
+"""One connected RTM client: its ordered output, and the frames it may send us.
+
+Output (docs/performance.md, "The gateway's write path"): each event's WebSocket frame is
+built once per gateway (``text_frame``) and the same bytes go to every recipient. A write
+goes straight to the kernel when nothing is waiting for the socket, so a writable socket
+costs one ``send()`` and no task switch; what the kernel does not take waits in the client's
+buffer, and one flush task, started only then, writes everything waiting in one go.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,14 @@ import itertools
 import json
 import logging
 import math
+import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import WebSocketConnection
+from wsproto.frame_protocol import FrameProtocol
 
 from gateway_server.resume import Cursor
 
@@ -21,6 +31,47 @@ GOODBYE = json.dumps({"type": "goodbye", "source": "gateway_server"})
 # RTM messages one socket may have waiting to be posted; one more is refused, not queued
 MAX_SENDS_IN_FLIGHT = 8
 MAX_CLIENT_MSG_ID = 64
+FLUSH_CHUNK = 65_536  # bytes per send while flushing: progress is seen between chunks
+GOODBYE_WAIT_S = 1.0
+# server frames are never masked, so one frame serves every socket; wsproto makes it
+_FRAMES = FrameProtocol(client=False, extensions=[])
+
+
+def text_frame(payload: str) -> bytes:
+    """The complete WebSocket text frame (header and payload) carrying ``payload``."""
+    return bytes(_FRAMES.send_data(payload, fin=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    slow_bytes: int  # unsent bytes above which the client counts as not draining
+    slow_after_s: float  # ... for longer than this: closed
+    max_bytes: int  # unsent bytes above which it is closed at once
+
+
+class Backlog:
+    """Unsent bytes across a gateway's clients. Above ``limit`` the gateway stops reading
+    its channel-server links until the clients drain: the backlog then builds at the channel
+    servers, which push back on posters, instead of in this process's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._below = trio.Event()
+        self._below.set()
+
+    def add(self, n: int) -> None:
+        self.bytes += n
+        if self.bytes > self.limit and self._below.is_set():
+            self._below = trio.Event()
+
+    def sub(self, n: int) -> None:
+        self.bytes -= n
+        if self.bytes <= self.limit:
+            self._below.set()
+
+    async def wait_below(self) -> None:
+        await self._below.wait()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,88 +86,291 @@ class Send:
     client_msg_id: str | None = None
 
 
-class Client:
-    """Outbound: a bounded queue drained by one writer task. Nothing is queued before
-    ``ready`` (the hello): a connection's events start at the positions its hello gives."""
+class Closed(Exception):
+    """The client's socket is gone (reset, closed, or closed by us)."""
 
-    def __init__(self, ws: WebSocketConnection, user: str, team: str, queue_size: int) -> None:
+
+class Client:
+    """A connected client. Nothing is written before ``ready`` (the hello): a connection's
+    events start at the positions its hello gives. Slots: thousands of idle clients."""
+
+    __slots__ = ("id", "ws", "user", "team", "streams", "ready", "kick_reason", "cursors",
+                 "replaying", "scope", "posting", "_linked", "_typed", "_sends", "_limits",
+                 "_spawn",
+                 "_backlog", "_stream", "_pending", "_unsent", "_flushing", "_slow_since",
+                 "_broken", "_drained", "_room", "__weakref__")
+
+    def __init__(self, ws: WebSocketConnection, user: str, team: str, limits: Limits,
+                 spawn: Callable[..., Any], backlog: Backlog | None = None) -> None:
         self.id = next(_conn_ids)
         self.ws = ws
         self.user = user
         self.team = team
         self.streams: set[str] = set()
-        self.limit = queue_size
-        self.queue: deque[str] = deque()
         self.ready = False
-        self.kicked = trio.Event()
         self.kick_reason = ""
         self.cursors: dict[str, Cursor] = {}  # streams this client is still resuming
         self.replaying = False
-        self.nursery: trio.Nursery | None = None
-        self._typed: dict[str, float] = {}
-        self._wake = trio.Event()
-        self._room = trio.Event()
-        # RTM messages wait here for the client's one poster task: posted in order, and a
-        # full queue refuses the next one at once instead of stalling the socket's reader
-        self.sends, self.to_post = trio.open_memory_channel[Send](MAX_SENDS_IN_FLIGHT)
+        self.scope = trio.CancelScope()  # the client's handler; a kick cancels it
+        self.posting = False  # a poster task is running for this client
+        self._linked: set[trio.CancelScope] | None = None
+        self._typed: dict[str, float] | None = None
+        self._sends: deque[Send] | None = None
+        self._limits = limits
+        self._spawn = spawn  # starts a task in the gateway's nursery
+        self._backlog = backlog or Backlog(1 << 62)
+        # trio-websocket writes only through its `_stream` (handshake, pongs, close): put our
+        # buffer in front of it, so its frames and ours form one ordered byte stream
+        # (docs/performance.md says why this reaches into the library)
+        self._stream: Any = getattr(ws, "_stream", None)
+        if self._stream is not None:
+            ws._stream = _Ordered(self, self._stream)  # type: ignore[attr-defined]
+        self._pending: deque[bytes] = deque()
+        self._unsent = 0
+        self._flushing = False
+        self._slow_since: float | None = None
+        self._broken = False
+        self._drained: trio.Event | None = None
+        self._room: trio.Event | None = None
+
+    @property
+    def kicked(self) -> bool:
+        return bool(self.kick_reason)
+
+    @property
+    def unsent(self) -> int:
+        """Bytes written for this client that its socket has not taken yet."""
+        return self._unsent
+
+    # --- output --------------------------------------------------------------------------
 
     def push(self, payload: str) -> None:
-        """Queue without blocking; a client that cannot keep up is disconnected."""
-        if not self.ready or self.kicked.is_set():
-            return
-        if len(self.queue) >= self.limit:
-            self.kick("too slow")
-            return
-        self.queue.append(payload)
-        self._wake.set()
+        """Send one event (text); never blocks. Ignored before hello and after a kick."""
+        if self.ready and not self.kick_reason:
+            self.write(text_frame(payload))
+
+    def push_frame(self, frame: bytes) -> None:
+        """Send a frame built once for many clients (``text_frame``)."""
+        if self.ready and not self.kick_reason:
+            self.write(frame)
 
     async def push_paced(self, payload: str) -> None:
-        """Queue a replayed event once the queue is at most half full: a long replay goes
-        at the socket's pace and leaves room for live events meanwhile."""
-        while len(self.queue) >= self.limit // 2 and not self.kicked.is_set():
-            if self._room.is_set():
+        """Queue a replayed event once at most half of ``slow_bytes`` is waiting: a long
+        replay goes at the socket's pace and never makes its own client look slow."""
+        while self._unsent > self._limits.slow_bytes // 2 and not self.kick_reason:
+            if self._room is None:
                 self._room = trio.Event()
             await self._room.wait()
         self.push(payload)
 
-    def queue_send(self, send: Send) -> bool:
-        """Queue an RTM message for posting; False when MAX_SENDS_IN_FLIGHT are waiting."""
+    def write(self, data: bytes) -> None:
+        """Bytes for the socket, in order after everything written before."""
+        if self._broken:
+            return
+        if not self._flushing:
+            data = self._send_now(data)
+            if not data:
+                return
+        self._pending.append(data)
+        self._grow(len(data))
+        if not self._flushing and not self._broken:
+            self._flushing = True
+            self._spawn(self._flush)
+
+    def _send_now(self, data: bytes) -> bytes:
+        """Hand ``data`` to the kernel without waiting; returns what it did not take."""
+        fd = self._stream.socket.fileno() if self._stream is not None else -1
+        if fd < 0:
+            self._lost("closed")
+            return b""
         try:
-            self.sends.send_nowait(send)
-        except trio.WouldBlock:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            return data
+        except OSError:  # reset or closed by the peer
+            self._lost("closed")
+            return b""
+        return data[sent:]
+
+    def _grow(self, n: int) -> None:
+        self._unsent += n
+        self._backlog.add(n)
+        if self._unsent > self._limits.max_bytes:
+            self.kick("too slow")
+            self._abort()
+        elif self._unsent > self._limits.slow_bytes and self._slow_since is None:
+            self._slow_since = trio.current_time()
+
+    def _shrink(self, n: int) -> None:
+        self._unsent -= n
+        self._backlog.sub(n)
+        if self._unsent <= self._limits.slow_bytes:
+            self._slow_since = None
+        if self._room is not None and self._unsent <= self._limits.slow_bytes // 2:
+            self._room.set()
+            self._room = None
+
+    async def _flush(self) -> None:
+        """Write what waits, in chunks, until nothing does. Over ``slow_bytes`` the socket
+        must drain below it by ``slow_since + slow_after_s``, or the client is closed."""
+        try:
+            while self._pending and not self._broken:
+                chunk = self._take(FLUSH_CHUNK)
+                deadline = math.inf
+                if self._slow_since is not None:
+                    deadline = self._slow_since + self._limits.slow_after_s
+                with trio.move_on_at(deadline):
+                    await self._stream.send_all(chunk)
+                    self._shrink(len(chunk))
+                    continue
+                self.kick("too slow")
+                self._abort()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._lost("closed")
+        finally:
+            self._flushing = False
+            if self._drained is not None and (not self._pending or self._broken):
+                self._drained.set()
+                self._drained = None
+
+    def _take(self, limit: int) -> bytes:
+        first = self._pending.popleft()
+        if not self._pending or len(first) >= limit:
+            return first
+        parts, size = [first], len(first)
+        while self._pending and size + len(self._pending[0]) <= limit:
+            part = self._pending.popleft()
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)
+
+    async def drained(self) -> None:
+        """Until everything written so far has gone to the kernel (or the socket is gone)."""
+        while self._flushing and not self._broken:
+            if self._drained is None:
+                self._drained = trio.Event()
+            await self._drained.wait()
+        if self._broken:
+            raise Closed
+
+    def _lost(self, reason: str) -> None:
+        self.kick(reason)
+        self._abort()
+
+    def _abort(self) -> None:
+        """Drop what waits and close the socket now (it is not draining, or is gone)."""
+        if self._broken:
+            return
+        self._broken = True
+        if self._unsent:
+            self._backlog.sub(self._unsent)
+            self._unsent = 0
+        self._pending.clear()
+        if self._room is not None:
+            self._room.set()
+        if self._drained is not None:
+            self._drained.set()
+        if self._stream is not None:
+            self._spawn(_close, self._stream)
+
+    # --- input and state -----------------------------------------------------------------
+
+    def queue_send(self, send: Send) -> bool:
+        """Queue an RTM message for posting; False when MAX_SENDS_IN_FLIGHT are waiting.
+        The queue exists from the first one on: most clients never send over the socket."""
+        if self._sends is None:
+            self._sends = deque()
+        if len(self._sends) >= MAX_SENDS_IN_FLIGHT:
             return False
+        self._sends.append(send)
         return True
 
+    def next_send(self) -> Send | None:
+        """The oldest queued RTM message, taken off the queue; None when there is none."""
+        return self._sends.popleft() if self._sends else None
+
+    def link(self, scope: trio.CancelScope) -> None:
+        """A task working for this client: cancelled by its kick (at once if kicked)."""
+        if self.kick_reason:
+            scope.cancel()
+        if self._linked is None:
+            self._linked = set()
+        self._linked.add(scope)
+
+    def unlink(self, scope: trio.CancelScope) -> None:
+        if self._linked is not None:
+            self._linked.discard(scope)
+
     def kick(self, reason: str) -> None:
-        if not self.kicked.is_set():
+        if not self.kick_reason:
             self.kick_reason = reason
-            self.kicked.set()
+            self.scope.cancel()
+            for scope in self._linked or ():
+                scope.cancel()
+        if self._room is not None:
+            self._room.set()
 
     def may_type(self, channel: str, now: float, interval: float) -> bool:
         """At most one typing event per channel per ``interval``: a typing flood costs the
         other members nothing."""
+        if self._typed is None:
+            self._typed = {}
         if now - self._typed.get(channel, -interval) < interval:
             return False
         self._typed[channel] = now
         return True
 
-    async def writer(self) -> None:
-        while True:
-            while self.queue:
-                payload = self.queue.popleft()
-                if len(self.queue) < self.limit // 2:
-                    self._room.set()
-                await self.ws.send_message(payload)
-            self._wake = trio.Event()
-            await self._wake.wait()
-
     async def say_goodbye(self) -> None:
-        with trio.move_on_after(1):
+        """``goodbye`` after everything already written, then a close frame; a socket that
+        is not draining (or gone) is just closed."""
+        if self._broken:
+            return
+        with trio.move_on_after(GOODBYE_WAIT_S):
             try:
-                await self.ws.send_message(GOODBYE)
+                self.write(text_frame(GOODBYE))
                 await self.ws.aclose(code=1001, reason=self.kick_reason[:100])
-            except ConnectionClosed:
+                return
+            except Exception:  # noqa: BLE001 - a failing close only means it is closed
                 pass
+        self._abort()
+
+
+class _Ordered(trio.abc.Stream):
+    """The stream trio-websocket sees: reads pass through; its writes (handshake replies,
+    pongs, close frames) join the client's ordered output, so none lands inside a frame
+    the gateway is half-way through writing."""
+
+    def __init__(self, client: Client, inner: Any) -> None:
+        self._client = client
+        self._inner = inner
+
+    @property
+    def socket(self) -> Any:
+        return self._inner.socket
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        client = self._client
+        if client._broken:
+            raise trio.BrokenResourceError
+        client.write(bytes(data))
+        try:
+            await client.drained()
+        except Closed:
+            raise trio.BrokenResourceError from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._client.drained()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _close(stream: Any) -> None:
+    with trio.move_on_after(1, shield=True):
+        await trio.aclose_forcefully(stream)
 
 
 def handle_frame(client: Client, raw: str | bytes) -> tuple[str | None, str | Send | None]:

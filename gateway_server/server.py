@@ -18,7 +18,16 @@ from cluster import service, wire
 from cluster.batching import BatchFailed, Coalescer
 from cluster.ring import Ring
 from cluster.settings import Settings
-from gateway_server.client import Client, Send, handle_frame, rtm_error, rtm_ok
+from gateway_server.client import (
+    Backlog,
+    Client,
+    Limits,
+    Send,
+    handle_frame,
+    rtm_error,
+    rtm_ok,
+    text_frame,
+)
 from gateway_server.drain import Drain
 from gateway_server.positions import Positions
 from gateway_server.resume import Cursor, Overflow
@@ -85,11 +94,14 @@ class Gateway:
         self.presence_dirty = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.redeemer = Coalescer(self._redeem_batch, MAX_REDEEM_BATCH)
+        self.backlog = Backlog(settings.gateway_backlog_bytes)
+        self.limits = Limits(settings.client_slow_bytes, settings.client_slow_after_s,
+                             settings.client_max_bytes)
         watcher.listen(self._on_ring_change)
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "epoch": self.watcher.ring.epoch, "clients": len(self.clients),
-                "streams": len(self.local),
+                "streams": len(self.local), "unsent_bytes": self.backlog.bytes,
                 "upstreams": {m: u._ws is not None for m, u in self.upstreams.items()}}
 
     # --- subscriptions -------------------------------------------------------------------
@@ -128,7 +140,7 @@ class Gateway:
                 up = self.upstreams[member] = Upstream(
                     member, url, self.name, self.settings.internal_secret,
                     lambda m=member: self._wanted(m), self._on_frame, self._positions,
-                    self._on_subscribed)
+                    self._on_subscribed, self.backlog.wait_below)
                 self.nursery.start_soon(up.run, lambda: self.watcher.ring.epoch)
         if self.nursery is not None:
             self.nursery.start_soon(self._rebalance)
@@ -249,6 +261,9 @@ class Gateway:
             self.positions.resync_failed(stream)
 
     def _deliver(self, items: list[Any]) -> None:
+        """Fan a batch out: each event's frame is built once, and each client gets all of
+        its frames from the batch in one write (docs/performance.md)."""
+        out: dict[Client, list[bytes]] = {}
         joined: set[str] = set()
         for item in items:
             if not isinstance(item, dict):
@@ -262,13 +277,19 @@ class Gateway:
                 continue
             kind, ref = item.get("kind"), item.get("ref") or ""
             resuming = self.resuming.get(stream) if seq else None
-            for client in list(holders):
+            frame = text_frame(payload)
+            for client in holders:
                 if kind == "user_typing" and client.user == ref:
                     continue
                 if resuming is not None and client in resuming:
+                    self._flush_batch(client, out)  # its earlier frames before the cursor's
                     self._resume_live(client, stream, seq, payload)  # type: ignore[arg-type]
+                    continue
+                frames = out.get(client)
+                if frames is None:
+                    out[client] = [frame]
                 else:
-                    client.push(payload)
+                    frames.append(frame)
             DELIVERED.inc(len(holders))
             if kind in JOIN_KINDS and ref:
                 at = item.get("at")
@@ -280,8 +301,16 @@ class Gateway:
             elif kind in LEAVE_KINDS and ref:
                 for client in list(holders):
                     self._detach(client, {ref})
+        for client, frames in out.items():
+            client.push_frame(frames[0] if len(frames) == 1 else b"".join(frames))
         if joined and self.nursery is not None:
             self.nursery.start_soon(self.ensure_subscribed, joined)
+
+    @staticmethod
+    def _flush_batch(client: Client, out: dict[Client, list[bytes]]) -> None:
+        frames = out.pop(client, None)
+        if frames:
+            client.push_frame(b"".join(frames))
 
     async def _typing(self, client: Client, channel: str) -> None:
         try:
@@ -306,7 +335,10 @@ class Gateway:
     async def _redeem_batch(self, tickets: list[str]) -> dict[str, dict[str, Any]]:
         """One request for many tickets. A pooled connection the webapp closed as we sent
         gets one more try."""
-        body = await self._ask_webapp("/internal/rtm.redeem", {"tickets": tickets},
+        # the attempt id makes a retry safe: tickets are single use, and an answer lost on a
+        # pooled connection the webapp closed must not turn valid tickets into a 401
+        body = await self._ask_webapp("/internal/rtm.redeem",
+                                      {"tickets": tickets, "attempt": uuid.uuid4().hex},
                                       REDEEM_ATTEMPTS)
         if body is not None:
             grants = body.get("grants") if body.get("ok") else None
@@ -330,8 +362,8 @@ class Gateway:
                     log.warning("webapp %s failed: %s", path, type(exc).__name__)
                     self.discovery.forget("webapp")
                     continue
-                if resp.status_code >= 500:
-                    continue
+                if resp.status_code >= 500 or resp.status_code in (408, 429):
+                    continue  # not an answer about the request: ask again
                 try:
                     answer = resp.json() if resp.status_code == 200 else {}
                 except ValueError:
@@ -359,23 +391,18 @@ class Gateway:
             await request.reject(401, body=b'{"ok":false,"error":"invalid_auth"}')
             return
         ws = await request.accept()
-        client = Client(ws, who["user"], who["team"], self.settings.client_queue_size)
+        client = Client(ws, who["user"], who["team"], self.limits, self._spawn, self.backlog)
         streams = {who["user"], *who["channels"]}
         self.clients.add(client)
         self._attach(client, streams)
         CLIENTS.set(len(self.clients))
         self.presence_dirty.set()
         try:
-            if not await self.ensure_subscribed(streams):
-                client.kick("subscribe failed")
-            async with trio.open_nursery() as nursery:
-                client.nursery = nursery
+            with client.scope:
+                if not await self.ensure_subscribed(streams):
+                    client.kick("subscribe failed")
                 self._greet(client, who)
-                nursery.start_soon(client.writer)
-                nursery.start_soon(self._reader, client)
-                nursery.start_soon(self._poster, client)
-                await client.kicked.wait()
-                nursery.cancel_scope.cancel()
+                await self._reader(client)
         finally:
             self.clients.discard(client)
             self._end_resume(client, set(client.cursors))
@@ -383,8 +410,22 @@ class Gateway:
             CLIENTS.set(len(self.clients))
             self.presence_dirty.set()
             KICKED.labels(client.kick_reason or "shutdown").inc()
+            client.kick(client.kick_reason or "shutdown")
             with trio.move_on_after(1, shield=True):
                 await client.say_goodbye()
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        if self.nursery is not None:
+            self.nursery.start_soon(fn, *args)
+
+    async def _for_client(self, client: Client, fn: Any, *args: Any) -> None:
+        """Run a task on a client's behalf; the client's kick cancels it."""
+        with trio.CancelScope() as scope:
+            client.link(scope)
+            try:
+                await fn(client, *args)
+            finally:
+                client.unlink(scope)
 
     # --- resume (docs/rtm.md) ------------------------------------------------------------
 
@@ -447,9 +488,9 @@ class Gateway:
             self._start_replay(client)
 
     def _start_replay(self, client: Client) -> None:
-        if not client.replaying and client.nursery is not None:
+        if not client.replaying and not client.kicked:
             client.replaying = True
-            client.nursery.start_soon(self._replay, client)
+            self._spawn(self._for_client, client, self._replay)
 
     async def _replay(self, client: Client) -> None:
         """Fill every cursor of this client that is missing events, one stream at a time,
@@ -511,6 +552,9 @@ class Gateway:
                     if not client.queue_send(action):
                         RTM_SENDS.labels("refused").inc()
                         client.push(rtm_error(action.reply_to, "ratelimited"))
+                    elif not client.posting:
+                        client.posting = True
+                        self._spawn(self._for_client, client, self._poster)
                     continue
                 typing = action
                 if typing is not None:
@@ -525,14 +569,18 @@ class Gateway:
 
     async def _poster(self, client: Client) -> None:
         """Post a client's RTM messages one at a time, in the order sent, each answered on
-        its socket; its own task, so neither the reader nor other clients wait on it."""
-        async for send in client.to_post:
-            try:
-                reply = await self._post(client, send)
-            except Exception:  # one message's failure must not close the socket
-                log.exception("rtm post failed")
-                reply = rtm_error(send.reply_to, "internal_error")
-            client.push(reply)
+        its socket; its own task (started by the first message, ending with the last), so
+        neither the reader nor other clients wait on it."""
+        try:
+            while (send := client.next_send()) is not None:
+                try:
+                    reply = await self._post(client, send)
+                except Exception:  # one message's failure must not close the socket
+                    log.exception("rtm post failed")
+                    reply = rtm_error(send.reply_to, "internal_error")
+                client.push(reply)
+        finally:
+            client.posting = False
 
     async def _post(self, client: Client, send: Send) -> str:
         """One message through a webapp (``/internal/rtm.post``, which checks it as

@@ -25,7 +25,8 @@ Positions = Callable[[Iterable[str]], dict[str, int]]
 class Upstream:
     def __init__(self, member: str, url: str, gateway: str, secret: str,
                  wanted: Callable[[], set[str]], on_frame: FrameHandler,
-                 positions: Positions, on_subscribed: AnswerHandler) -> None:
+                 positions: Positions, on_subscribed: AnswerHandler,
+                 before_read: Callable[[], Awaitable[None]] | None = None) -> None:
         self.member = member
         self.secret = secret
         self.url = url
@@ -34,6 +35,9 @@ class Upstream:
         self.on_frame = on_frame
         self.positions = positions  # stream -> last seq we have, for streams we have one
         self.on_subscribed = on_subscribed
+        # awaited before each frame is read: the gateway holds it while its clients' unsent
+        # bytes are over its limit, so the backlog stays at the channel server (pushback)
+        self.before_read = before_read
         self.subscribed: set[str] = set()
         self._ws: Any = None
         self._up = trio.Event()
@@ -92,6 +96,8 @@ class Upstream:
 
     async def _read(self, ws: Any) -> None:
         while True:
+            if self.before_read is not None:
+                await self.before_read()
             try:
                 frame = wire.loads(await ws.get_message())
             except wire.BadFrame as exc:

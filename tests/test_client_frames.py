@@ -6,17 +6,23 @@ import json
 from typing import Any
 
 import pytest
-import trio
-import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway_server.client import GOODBYE, MAX_SENDS_IN_FLIGHT, Client, Send, handle_frame
+from gateway_server.client import (
+    GOODBYE,
+    MAX_SENDS_IN_FLIGHT,
+    Client,
+    Limits,
+    Send,
+    handle_frame,
+)
 
 
-def make_client(queue_size: int = 8, streams: set[str] | None = None) -> Client:
-    # handle_frame and push never touch the socket
-    client = Client(ws=None, user="U1", team="T1", queue_size=queue_size)  # type: ignore[arg-type]
+def make_client(streams: set[str] | None = None) -> Client:
+    # handle_frame never touches the socket (tests/test_client_output.py covers output)
+    client = Client(ws=None, user="U1", team="T1",  # type: ignore[arg-type]
+                    limits=Limits(1024, 1.0, 4096), spawn=lambda *a: None)
     client.streams = set(streams or ())
     client.ready = True  # past hello
     return client
@@ -211,8 +217,9 @@ def test_send_queue_is_bounded_and_never_blocks():
     sends = [Send(i, "C1", "x") for i in range(MAX_SENDS_IN_FLIGHT + 3)]
     accepted = [client.queue_send(s) for s in sends]
     assert accepted == [True] * MAX_SENDS_IN_FLIGHT + [False] * 3
-    assert [client.to_post.receive_nowait() for _ in range(MAX_SENDS_IN_FLIGHT)] == \
+    assert [client.next_send() for _ in range(MAX_SENDS_IN_FLIGHT)] == \
         sends[:MAX_SENDS_IN_FLIGHT]
+    assert client.next_send() is None
     assert client.queue_send(sends[-1])  # room again once the poster took them
 
 
@@ -220,33 +227,8 @@ def test_goodbye_frame():
     assert json.loads(GOODBYE) == {"type": "goodbye", "source": "gateway_server"}
 
 
-def test_push_queues_up_to_queue_size():
-    client = make_client(queue_size=4)
-    for i in range(4):
-        client.push(f"p{i}")
-    assert not client.kicked.is_set()
-    assert list(client.queue) == ["p0", "p1", "p2", "p3"]
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.integers(min_value=0, max_value=64), st.integers(min_value=1, max_value=200))
-def test_slow_client_is_kicked_never_blocks_and_later_pushes_are_ignored(size, extra):
-    client = make_client(queue_size=size)
-    for i in range(size):
-        client.push(f"p{i}")
-    assert not client.kicked.is_set()
-    for i in range(extra):
-        client.push(f"x{i}")  # synchronous: cannot block
-    assert client.kicked.is_set()
-    assert client.kick_reason == "too slow"
-    assert list(client.queue) == [f"p{i}" for i in range(size)]
-    client.queue.clear()
-    client.push("after")  # room again, but the client is already kicked
-    assert not client.queue
-
-
 def test_first_kick_reason_wins():
-    client = make_client(queue_size=0)
+    client = make_client()
     client.kick("ring change")
     client.push("x")
     client.kick("too slow")
@@ -255,64 +237,6 @@ def test_first_kick_reason_wins():
 
 def test_client_ids_are_unique():
     assert len({make_client().id for _ in range(50)}) == 50
-
-
-async def test_writer_sends_queued_payloads_in_order():
-    sent: list[str] = []
-
-    class Socket:
-        async def send_message(self, payload: str) -> None:
-            sent.append(payload)
-
-    client = Client(ws=Socket(), user="U1", team="T1", queue_size=4)  # type: ignore[arg-type]
-    client.ready = True
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.writer)
-        for i in range(10):
-            client.push(f"p{i}")
-            await trio.testing.wait_all_tasks_blocked()
-        nursery.cancel_scope.cancel()
-    assert sent == [f"p{i}" for i in range(10)]
-    assert not client.kicked.is_set()
-
-
-def test_nothing_is_queued_before_hello():
-    client = make_client(queue_size=4)
-    client.ready = False
-    client.push("early")
-    assert not client.queue and not client.kicked.is_set()
-
-
-async def test_paced_push_waits_for_room_and_keeps_order():
-    """A replay of many events into a small queue never kicks the client: it goes at the
-    socket's pace, and live events pushed meanwhile still fit."""
-    sent: list[str] = []
-    gate = trio.Event()
-
-    class Socket:
-        async def send_message(self, payload: str) -> None:
-            await gate.wait()
-            sent.append(payload)
-
-    client = Client(ws=Socket(), user="U1", team="T1", queue_size=8)  # type: ignore[arg-type]
-    client.ready = True
-
-    async def replay() -> None:
-        for i in range(100):
-            await client.push_paced(f"r{i}")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.writer)
-        nursery.start_soon(replay)
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(client.queue) <= 4
-        client.push("live")  # room left for live events while the replay waits
-        gate.set()
-        while len(sent) < 101:
-            await trio.testing.wait_all_tasks_blocked()
-        nursery.cancel_scope.cancel()
-    assert [p for p in sent if p.startswith("r")] == [f"r{i}" for i in range(100)]
-    assert not client.kicked.is_set()
 
 
 @given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=50))

@@ -255,7 +255,7 @@ async def test_purged_positions_are_too_old(cluster: Cluster):
 async def test_a_long_absence_replays_from_the_log_at_the_socket_pace(tmp_path):
     """More missed events than the channel server's buffer and than the client's queue:
     replayed from the event log, paced, exactly once."""
-    with private_cluster(tmp_path, recent_buffer_size=50, client_queue_size=64) as c:
+    with private_cluster(tmp_path, recent_buffer_size=50, client_slow_bytes=16_384) as c:
         demo = c.seed(2)
         alice, bob = demo["users"]
         general = demo["channels"][0]["id"]
@@ -300,7 +300,7 @@ async def test_a_resume_survives_the_kill_of_the_streams_channel_server(tmp_path
     from ops import cluster as ops_cluster
 
     with private_cluster(tmp_path, channels=2, gateways=1, standby=1, ring_managers=1,
-                         recent_buffer_size=50, client_queue_size=32) as c:
+                         recent_buffer_size=50, client_slow_bytes=8_192) as c:
         demo = c.seed(2)
         alice, bob = demo["users"]
         general = demo["channels"][0]["id"]
@@ -383,6 +383,33 @@ async def test_batched_ticket_redeem_is_single_use_and_per_ticket(cluster: Clust
     assert first["resume"][team] >= 0
     assert second["resume"][general] == 1 and "resume" not in plain
     assert again["grants"] == dict.fromkeys(tickets)
+
+
+async def test_a_redeem_retried_with_its_attempt_id_gets_the_same_grants(cluster: Cluster):
+    """A gateway whose redeem answer was lost (a pooled connection closed under it, a
+    timeout) asks again with the same attempt id and gets the grants again; anyone else,
+    or the same tickets under another attempt, gets nothing: still single use."""
+    from urllib.parse import parse_qs, urlsplit
+
+    demo = cluster.seed(2)
+    alice, bob = demo["users"]
+    urls = [await connect(cluster, alice["token"]), await connect(cluster, bob["token"])]
+    tickets = [parse_qs(urlsplit(u).query)["ticket"][0] for u in urls]
+
+    async def redeem(attempt: str | None) -> dict:
+        body: dict = {"tickets": tickets}
+        if attempt is not None:
+            body["attempt"] = attempt
+        async with httpx.AsyncClient(timeout=10) as http:
+            return (await http.post(cluster.root + "/internal/rtm.redeem", json=body,
+                                    headers=cluster.internal_headers())).json()["grants"]
+
+    first = await redeem("a1")
+    assert [first[t]["user"] for t in tickets] == [alice["id"], bob["id"]]
+    assert await redeem("a1") == first
+    assert await redeem("a2") == dict.fromkeys(tickets)
+    assert await redeem(None) == dict.fromkeys(tickets)
+    assert await redeem("a1") == first
 
 
 async def test_rtm_connect_stops_handing_out_a_killed_gateway(tmp_path):

@@ -27,7 +27,7 @@ def test_defaults():
     assert s.chat_shards == ("-80", "80-")
     assert s.admin_urls == ()
     assert s.gap_wait_s == 0.5
-    assert s.client_queue_size == 512
+    assert s.client_slow_bytes == 262_144
 
 
 def test_toml_overrides_defaults(tmp_path):
