@@ -20,9 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection
+from wsproto.connection import Connection, ConnectionState
 from wsproto.frame_protocol import FrameProtocol
 
+from gateway_server import sockets
 from gateway_server.resume import Cursor
 
 log = logging.getLogger(__name__)
@@ -94,16 +95,17 @@ class Client:
     """A connected client. Nothing is written before ``ready`` (the hello): a connection's
     events start at the positions its hello gives. Slots: thousands of idle clients."""
 
-    __slots__ = ("id", "ws", "user", "team", "streams", "ready", "kick_reason", "cursors",
+    __slots__ = ("id", "proto", "user", "team", "streams", "ready", "kick_reason", "cursors",
                  "replaying", "scope", "posting", "_linked", "_typed", "_sends", "_limits",
                  "_spawn",
-                 "_backlog", "_stream", "_pending", "_unsent", "_flushing", "_slow_since",
+                 "_backlog", "_stream", "_pending", "_unsent", "_flushing", "_slow_since", "_wait",
                  "_broken", "_drained", "_room", "__weakref__")
 
-    def __init__(self, ws: WebSocketConnection, user: str, team: str, limits: Limits,
-                 spawn: Callable[..., Any], backlog: Backlog | None = None) -> None:
+    def __init__(self, stream: trio.SocketStream | None, proto: Connection | None, user: str,
+                 team: str, limits: Limits, spawn: Callable[..., Any],
+                 backlog: Backlog | None = None) -> None:
         self.id = next(_conn_ids)
-        self.ws = ws
+        self.proto = proto  # the open WebSocket (wsproto); frames in, control frames out
         self.user = user
         self.team = team
         self.streams: set[str] = set()
@@ -119,16 +121,12 @@ class Client:
         self._limits = limits
         self._spawn = spawn  # starts a task in the gateway's nursery
         self._backlog = backlog or Backlog(1 << 62)
-        # trio-websocket writes only through its `_stream` (handshake, pongs, close): put our
-        # buffer in front of it, so its frames and ours form one ordered byte stream
-        # (docs/performance.md says why this reaches into the library)
-        self._stream: Any = getattr(ws, "_stream", None)
-        if self._stream is not None:
-            ws._stream = _Ordered(self, self._stream)  # type: ignore[attr-defined]
-        self._pending: deque[bytes] = deque()
+        self._stream = stream
+        self._pending: deque[bytes] | None = None  # made on the first partial write
         self._unsent = 0
         self._flushing = False
         self._slow_since: float | None = None
+        self._wait: trio.CancelScope | None = None  # the flush's send, bounded when slow
         self._broken = False
         self._drained: trio.Event | None = None
         self._room: trio.Event | None = None
@@ -136,6 +134,10 @@ class Client:
     @property
     def kicked(self) -> bool:
         return bool(self.kick_reason)
+
+    @property
+    def stream(self) -> trio.SocketStream | None:
+        return self._stream
 
     @property
     def unsent(self) -> int:
@@ -171,6 +173,8 @@ class Client:
             data = self._send_now(data)
             if not data:
                 return
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append(data)
         self._grow(len(data))
         if not self._flushing and not self._broken:
@@ -200,6 +204,8 @@ class Client:
             self._abort()
         elif self._unsent > self._limits.slow_bytes and self._slow_since is None:
             self._slow_since = trio.current_time()
+            if self._wait is not None:  # a send already waiting gets the deadline too
+                self._wait.deadline = self._slow_since + self._limits.slow_after_s
 
     def _shrink(self, n: int) -> None:
         self._unsent -= n
@@ -215,31 +221,36 @@ class Client:
         must drain below it by ``slow_since + slow_after_s``, or the client is closed."""
         try:
             while self._pending and not self._broken:
-                chunk = self._take(FLUSH_CHUNK)
+                chunk = self._take(self._pending, FLUSH_CHUNK)
                 deadline = math.inf
                 if self._slow_since is not None:
                     deadline = self._slow_since + self._limits.slow_after_s
-                with trio.move_on_at(deadline):
+                with trio.move_on_at(deadline) as self._wait:
                     await self._stream.send_all(chunk)
-                    self._shrink(len(chunk))
+                    if not self._broken:  # else _abort has already dropped the count
+                        self._shrink(len(chunk))
                     continue
                 self.kick("too slow")
                 self._abort()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._lost("closed")
         finally:
+            self._wait = None
             self._flushing = False
+            if not self._pending:
+                self._pending = None  # most clients are idle most of the time
             if self._drained is not None and (not self._pending or self._broken):
                 self._drained.set()
                 self._drained = None
 
-    def _take(self, limit: int) -> bytes:
-        first = self._pending.popleft()
-        if not self._pending or len(first) >= limit:
+    @staticmethod
+    def _take(pending: deque[bytes], limit: int) -> bytes:
+        first = pending.popleft()
+        if not pending or len(first) >= limit:
             return first
         parts, size = [first], len(first)
-        while self._pending and size + len(self._pending[0]) <= limit:
-            part = self._pending.popleft()
+        while pending and size + len(pending[0]) <= limit:
+            part = pending.popleft()
             parts.append(part)
             size += len(part)
         return b"".join(parts)
@@ -265,7 +276,7 @@ class Client:
         if self._unsent:
             self._backlog.sub(self._unsent)
             self._unsent = 0
-        self._pending.clear()
+        self._pending = None
         if self._room is not None:
             self._room.set()
         if self._drained is not None:
@@ -321,56 +332,26 @@ class Client:
         return True
 
     async def say_goodbye(self) -> None:
-        """``goodbye`` after everything already written, then a close frame; a socket that
-        is not draining (or gone) is just closed."""
-        if self._broken:
+        """``goodbye`` after everything already written, then a close frame, then the
+        socket closed; a socket that is not draining (or gone) is just closed."""
+        if self._broken or self._stream is None:
             return
+        if self.proto is not None and self.proto.state is ConnectionState.OPEN:
+            self.write(text_frame(GOODBYE) + sockets.close_frame(
+                self.proto, 1001, self.kick_reason[:100]))
         with trio.move_on_after(GOODBYE_WAIT_S):
             try:
-                self.write(text_frame(GOODBYE))
-                await self.ws.aclose(code=1001, reason=self.kick_reason[:100])
+                await self.drained()
+            except Closed:
                 return
-            except Exception:  # noqa: BLE001 - a failing close only means it is closed
-                pass
+            self._broken = True  # nothing more is written: the socket is closing
+            await sockets.finish(self._stream)
+            return
         self._abort()
 
 
-class _Ordered(trio.abc.Stream):
-    """The stream trio-websocket sees: reads pass through; its writes (handshake replies,
-    pongs, close frames) join the client's ordered output, so none lands inside a frame
-    the gateway is half-way through writing."""
-
-    def __init__(self, client: Client, inner: Any) -> None:
-        self._client = client
-        self._inner = inner
-
-    @property
-    def socket(self) -> Any:
-        return self._inner.socket
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        client = self._client
-        if client._broken:
-            raise trio.BrokenResourceError
-        client.write(bytes(data))
-        try:
-            await client.drained()
-        except Closed:
-            raise trio.BrokenResourceError from None
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._client.drained()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-async def _close(stream: Any) -> None:
-    with trio.move_on_after(1, shield=True):
-        await trio.aclose_forcefully(stream)
+async def _close(stream: trio.SocketStream) -> None:
+    await trio.aclose_forcefully(stream)
 
 
 def handle_frame(client: Client, raw: str | bytes) -> tuple[str | None, str | Send | None]:

@@ -18,7 +18,6 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from cluster import wire
 from cluster.settings import Settings
@@ -30,7 +29,6 @@ REASON = "draining"
 REFUSED = b'{"ok":false,"error":"gateway_draining"}'
 SWEEP_S = 0.05
 ANSWER_S = 1.0  # how long the exit waits for the /drain answer to be sent
-Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
 
 class Kickable(Protocol):
@@ -58,7 +56,7 @@ class Drain:
         self.answered = trio.Event()
         self.window_s = 0.0
         self.clients_at_start = 0
-        self.handlers = 0  # client handlers running, handshakes in flight included
+        self.handlers = 0  # clients past their upgrade request, not yet closed
 
     @property
     def draining(self) -> bool:
@@ -73,28 +71,10 @@ class Drain:
 
     async def listen(self, serve: Callable[..., Awaitable[Any]], *,
                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run ``serve`` (serve_websocket, whose handlers must live in another nursery)
-        until the drain begins."""
+        """Run ``serve`` (gateway_server.sockets.serve, whose handlers live in another
+        nursery) until the drain begins."""
         with self.listener:
             await serve(task_status=task_status)
-
-    def guard(self, handle: Handler) -> Handler:
-        """The gateway's socket handler, refusing new clients once draining (a handshake
-        accepted just before the listener closed): a client sent here by a stale
-        rtm.connect answer must fetch a fresh URL, not land on us again."""
-        async def guarded(request: WebSocketRequest) -> None:
-            if self.draining:
-                try:
-                    await request.reject(503, body=REFUSED)
-                except ConnectionClosed:
-                    pass
-                return
-            self.handlers += 1
-            try:
-                await handle(request)
-            finally:
-                self.handlers -= 1
-        return guarded
 
     async def endpoint(self, request: Request) -> Response:
         """``POST /drain {"window_s": W}``; answers once this gateway is out of discovery,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterable
@@ -12,12 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import trio
 from prometheus_client import Counter, Gauge
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from cluster import service, wire
 from cluster.batching import BatchFailed, Coalescer
 from cluster.ring import Ring
 from cluster.settings import Settings
+from gateway_server import sockets
 from gateway_server.client import (
     Backlog,
     Client,
@@ -28,7 +29,7 @@ from gateway_server.client import (
     rtm_ok,
     text_frame,
 )
-from gateway_server.drain import Drain
+from gateway_server.drain import REFUSED, Drain
 from gateway_server.positions import Positions
 from gateway_server.resume import Cursor, Overflow
 from gateway_server.upstream import Upstream
@@ -94,6 +95,7 @@ class Gateway:
         self.presence_dirty = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.redeemer = Coalescer(self._redeem_batch, MAX_REDEEM_BATCH)
+        self.drain: Drain | None = None  # refuses new clients once draining
         self.backlog = Backlog(settings.gateway_backlog_bytes)
         self.limits = Limits(settings.client_slow_bytes, settings.client_slow_after_s,
                              settings.client_max_bytes)
@@ -371,16 +373,34 @@ class Gateway:
                 return answer if isinstance(answer, dict) else {}
         return None
 
-    async def handle(self, request: WebSocketRequest) -> None:
-        """Per-client handler: every failure is contained to this one client."""
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Per-connection handler (docs/performance.md, "Client sockets"): the upgrade
+        request, then the client. Every failure is contained to this one client. Flat on
+        purpose: each coroutine frame here lives as long as the socket."""
+        drain = self.drain
+        counted = False
         try:
-            await self._serve_client(request)
-        except* ConnectionClosed:
+            pending = await sockets.handshake(stream)
+            if pending is None:
+                return
+            if drain is not None:
+                if drain.draining:  # a stale rtm.connect answer: fetch a fresh URL
+                    await pending.reject(503, body=REFUSED)
+                    return
+                drain.handlers += 1
+                counted = True
+            await self.serve(pending)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        except* Exception:
+        except Exception:
             log.exception("client handler failed")
+        finally:
+            if counted:
+                drain.handlers -= 1  # type: ignore[union-attr]
+            await trio.aclose_forcefully(stream)
 
-    async def _serve_client(self, request: WebSocketRequest) -> None:
+    async def serve(self, request: sockets.Pending) -> None:
+        """A client past its upgrade request: redeem its ticket, accept, serve."""
         ticket = parse_qs(urlsplit(request.path).query).get("ticket", [""])[0]
         try:
             who = await self._redeem(ticket) if 0 < len(ticket) <= 128 else None
@@ -390,18 +410,17 @@ class Gateway:
         if who is None:
             await request.reject(401, body=b'{"ok":false,"error":"invalid_auth"}')
             return
-        ws = await request.accept()
-        client = Client(ws, who["user"], who["team"], self.limits, self._spawn, self.backlog)
-        streams = {who["user"], *who["channels"]}
+        proto = await request.accept()
+        client = Client(request.stream, proto, who["user"], who["team"], self.limits,
+                        self._spawn, self.backlog)
         self.clients.add(client)
-        self._attach(client, streams)
+        self._attach(client, {who["user"], *who["channels"]})
         CLIENTS.set(len(self.clients))
         self.presence_dirty.set()
         try:
             with client.scope:
-                if not await self.ensure_subscribed(streams):
-                    client.kick("subscribe failed")
-                self._greet(client, who)
+                await self._start(client, who)
+                del who  # the grant is not kept for the socket's life
                 await self._reader(client)
         finally:
             self.clients.discard(client)
@@ -413,6 +432,11 @@ class Gateway:
             client.kick(client.kick_reason or "shutdown")
             with trio.move_on_after(1, shield=True):
                 await client.say_goodbye()
+
+    async def _start(self, client: Client, who: dict[str, Any]) -> None:
+        if not await self.ensure_subscribed(set(client.streams)):
+            client.kick("subscribe failed")
+        self._greet(client, who)
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         if self.nursery is not None:
@@ -543,26 +567,29 @@ class Gateway:
 
     async def _reader(self, client: Client) -> None:
         interval = self.settings.typing_interval_s
+        assert client.stream is not None and client.proto is not None
+        frames = sockets.messages(client.stream, client.proto, MAX_CLIENT_FRAME, client.write)
         try:
-            while True:
-                reply, action = handle_frame(client, await client.ws.get_message())
-                if reply is not None:
-                    client.push(reply)
-                if isinstance(action, Send):
-                    if not client.queue_send(action):
-                        RTM_SENDS.labels("refused").inc()
-                        client.push(rtm_error(action.reply_to, "ratelimited"))
-                    elif not client.posting:
-                        client.posting = True
-                        self._spawn(self._for_client, client, self._poster)
-                    continue
-                typing = action
-                if typing is not None:
-                    if client.may_type(typing, trio.current_time(), interval):
-                        await self._typing(client, typing)
-                    else:
-                        TYPING_DROPPED.inc()
-        except ConnectionClosed:
+            async with contextlib.aclosing(frames):
+                async for raw in frames:
+                    reply, action = handle_frame(client, raw)
+                    if reply is not None:
+                        client.push(reply)
+                    if isinstance(action, Send):
+                        if not client.queue_send(action):
+                            RTM_SENDS.labels("refused").inc()
+                            client.push(rtm_error(action.reply_to, "ratelimited"))
+                        elif not client.posting:
+                            client.posting = True
+                            self._spawn(self._for_client, client, self._poster)
+                        continue
+                    typing = action
+                    if typing is not None:
+                        if client.may_type(typing, trio.current_time(), interval):
+                            await self._typing(client, typing)
+                        else:
+                            TYPING_DROPPED.inc()
+        except sockets.Gone:
             client.kick("closed")
 
     # --- RTM sends -----------------------------------------------------------------------
@@ -642,9 +669,9 @@ async def main(settings: Settings, name: str, port: int, http_port: int,
         nursery.start_soon(gateway.report_presence)
         nursery.start_soon(gateway.redeemer.run)
         nursery.start_soon(drain.run, nursery.cancel_scope)
+        gateway.drain = drain
         ws_server = await nursery.start(drain.listen, partial(
-            serve_websocket, drain.guard(gateway.handle), settings.bind_host, port, None,
-            handler_nursery=nursery, max_message_size=MAX_CLIENT_FRAME))
+            sockets.serve, gateway.handle, settings.bind_host, port, handler_nursery=nursery))
         url = f"ws://{settings.bind_host}:{ws_server.port}"
         app = service.http_app("gateway_server", lambda: {**gateway.status(), **drain.status()},
                                drain.routes())

@@ -21,8 +21,7 @@ from gateway_server.client import (
 
 def make_client(streams: set[str] | None = None) -> Client:
     # handle_frame never touches the socket (tests/test_client_output.py covers output)
-    client = Client(ws=None, user="U1", team="T1",  # type: ignore[arg-type]
-                    limits=Limits(1024, 1.0, 4096), spawn=lambda *a: None)
+    client = Client(None, None, "U1", "T1", Limits(1024, 1.0, 4096), lambda *a: None)
     client.streams = set(streams or ())
     client.ready = True  # past hello
     return client

@@ -18,13 +18,6 @@ from gateway_server.client import Backlog, Client, Limits, text_frame
 SMALL_BUF = 4096
 
 
-class Socketish:
-    """What Client reads off a trio-websocket connection: its `_stream`."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self._stream = stream
-
-
 def pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     a, b = trio.socket.socketpair()
     for s in (a, b):
@@ -36,8 +29,7 @@ def pair() -> tuple[trio.SocketStream, trio.SocketStream]:
 def make(nursery: trio.Nursery, limits: Limits, backlog: Backlog | None = None,
          ) -> tuple[Client, trio.SocketStream]:
     server, peer = pair()
-    client = Client(Socketish(server), "U1", "T1", limits,  # type: ignore[arg-type]
-                    nursery.start_soon, backlog)
+    client = Client(server, None, "U1", "T1", limits, nursery.start_soon, backlog)
     client.ready = True
     return client, peer
 
@@ -103,8 +95,7 @@ async def test_a_writable_socket_needs_no_flush_task():
     async with trio.open_nursery() as nursery:
         spawned: list[Any] = []
         server, peer = pair()
-        client = Client(Socketish(server), "U1", "T1", LOOSE,  # type: ignore[arg-type]
-                        lambda *a: spawned.append(a))
+        client = Client(server, None, "U1", "T1", LOOSE, lambda *a: spawned.append(a))
         client.ready = True
         client.push("hello")
         assert spawned == [] and client.unsent == 0

@@ -37,13 +37,19 @@ async def _params(request: Request, rt: Runtime) -> Params:
 
 
 async def redeem(rt: Runtime, p: Params) -> dict[str, Any]:
-    """Single use: GETDEL makes a replayed ticket fail. ``tickets`` (a list) redeems many
-    at once, as a gateway does in a reconnect storm: one Redis pipeline, one membership
-    query and one heads read per shard for the whole batch; ``grants`` maps each ticket to
-    its grant, or null."""
+    """Single use: a replayed ticket fails. ``tickets`` (a list) redeems many at once, as a
+    gateway does in a reconnect storm: one Redis script, one membership query and one heads
+    read per shard for the whole batch; ``grants`` maps each ticket to its grant, or null.
+
+    ``attempt`` (optional) names the gateway's request: the same request sent again (its
+    answer was lost with a closed connection or a timeout) gets the same grants for
+    REDEEM_RETRY_S, where a single-use ticket would otherwise answer a valid client 401."""
+    attempt = p.raw.get("attempt")
+    if not (isinstance(attempt, str) and 0 < len(attempt) <= 64):
+        attempt = None
     if "tickets" not in p.raw:
         ticket = p.text("ticket", missing="invalid_auth", max_len=128)
-        grant = (await _redeem_many(rt, [ticket]))[ticket]
+        grant = (await _redeem_many(rt, [ticket], attempt))[ticket]
         if grant is None:
             raise ApiError("invalid_auth")
         return grant
@@ -52,14 +58,41 @@ async def redeem(rt: Runtime, p: Params) -> dict[str, Any]:
         isinstance(t, str) and 0 < len(t) <= 128 for t in tickets
     ):
         raise ApiError("invalid_arguments")
-    return {"grants": await _redeem_many(rt, list(dict.fromkeys(tickets)))}
+    return {"grants": await _redeem_many(rt, list(dict.fromkeys(tickets)), attempt)}
 
 
-async def _redeem_many(rt: Runtime, tickets: list[str]) -> dict[str, Any]:
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        for ticket in tickets:
-            pipe.getdel(rt.key("rtm", ticket))
-        raws = await pipe.execute()
+# KEYS: the tickets' keys, then their "used" keys; ARGV: attempt ("" for none), ttl.
+# A ticket is taken once; its grant stays readable for the same attempt only.
+_TAKE_TICKETS = r"""
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  local raw = redis.call('GETDEL', KEYS[i])
+  if raw then
+    if ARGV[1] ~= '' then
+      redis.call('SET', KEYS[n + i], ARGV[1] .. '\n' .. raw, 'EX', ARGV[2])
+    end
+    out[i] = raw
+  else
+    local used = redis.call('GET', KEYS[n + i])
+    local mark = ARGV[1] .. '\n'
+    if ARGV[1] ~= '' and used and string.sub(used, 1, #mark) == mark then
+      out[i] = string.sub(used, #mark + 1)
+    else
+      out[i] = false
+    end
+  end
+end
+return out
+"""
+REDEEM_RETRY_S = 60
+
+
+async def _redeem_many(rt: Runtime, tickets: list[str],
+                       attempt: str | None = None) -> dict[str, Any]:
+    keys = [rt.key("rtm", t) for t in tickets] + [rt.key("rtm-used", t) for t in tickets]
+    raws = await rt.redis.eval(_TAKE_TICKETS, len(keys), *keys, attempt or "",
+                               REDEEM_RETRY_S)
     grants = {t: json.loads(raw) for t, raw in zip(tickets, raws, strict=True) if raw}
     members = await store.many_memberships(rt.db, sorted({g["user"] for g in grants.values()}))
     for grant in grants.values():
