@@ -46,7 +46,8 @@ class EventLog:
         for start in range(0, len(streams), HEADS_CHUNK):
             chunk = streams[start:start + HEADS_CHUNK]
             body = await self._call("POST", "/internal/heads", json={"streams": chunk})
-            heads.update({s: int(q) for s, q in body["heads"].items() if s in set(chunk)})
+            asked = set(chunk)  # once: per item it made every head check quadratic
+            heads.update({s: int(q) for s, q in body["heads"].items() if s in asked})
         return heads
 
     async def fetch(self, stream: str, after: int, upto: int) -> list[tuple[int, dict]]:
