@@ -8,14 +8,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import ConnectionClosed, HandshakeError
 
-from cluster import wire
+from cluster import linksock, wire
 from cluster.batching import BatchFailed, Coalescer
 
 log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT_S = 5.0
 CHUNK = 5000
+RECEIVE_BYTES = 65_536  # a batch of 256 events is ~90 KB: a few reads, not twenty
 
 FrameHandler = Callable[["Upstream", dict[str, Any]], Awaitable[None]]
 AnswerHandler = Callable[["Upstream", dict[str, Any], set[str]], None]
@@ -63,8 +64,9 @@ class Upstream:
         backoff = 0.05
         while True:
             try:
-                async with open_websocket_url(self.url, max_message_size=wire.MAX_FRAME_BYTES,
-                                              connect_timeout=2) as ws:
+                async with linksock.open_link(self.url, connect_timeout=2,
+                                              max_message_size=wire.MAX_FRAME_BYTES,
+                                              receive_buffer_size=RECEIVE_BYTES) as ws:
                     await ws.send_message(wire.dumps(
                         {"type": "hello", "role": "gateway", "name": self.gateway,
                          "secret": self.secret}))
