@@ -347,7 +347,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _bench_api_parser(bench: Any) -> None:
     """`bench api`: a subcommand, so that plain `bench [--messages N]` stays as it was."""
-    sub = bench.add_subparsers(dest="bench_command", metavar="{api}")
+    sub = bench.add_subparsers(dest="bench_command", metavar="{api,fanout}")
     api = sub.add_parser("api", help="conversations.list and users.list in a large "
                                      "workspace: p50/p99/max per page and listing, req/s")
     api.add_argument("--users", type=_count(1), default=5000)
@@ -363,6 +363,7 @@ def _bench_api_parser(bench: Any) -> None:
                           "stop and wipe it afterwards")
     api.add_argument("--json", action="store_true")
     api.set_defaults(fn=_bench_api)
+    _bench_fanout_parser(sub)
 
 
 def _bench_api(args: argparse.Namespace) -> int:
@@ -374,6 +375,65 @@ def _bench_api(args: argparse.Namespace) -> int:
     doc = apibench.run(_run_dir(args), opts, args.config)
     _print(doc, args.json, apibench.text(doc))
     return 0 if apibench.clean(doc) else 1
+
+
+def _cpus(text: str) -> frozenset[int]:
+    from ops.fanoutbench import parse_cpus
+
+    try:
+        return parse_cpus(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a cpu list such as 0, 0,2 or 0-3") from None
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 (unpaced) or more")
+    return value
+
+
+def _bench_fanout_parser(sub: Any) -> None:
+    fan = sub.add_parser("fanout", help="one channel, M connected members, one sender: "
+                                        "deliveries/s, latency, lost, CPU per delivery per "
+                                        "role, gateway RSS per connection")
+    fan.add_argument("--members", type=_count(1), default=1000, help="connected RTM clients")
+    fan.add_argument("--rate", type=_rate, default=20.0,
+                     help="posts per second (0: unpaced, a few in flight, obeying 429s)")
+    fan.add_argument("--messages", type=_count(1), default=200)
+    fan.add_argument("--gateways", type=_count(1), default=1,
+                     help="gateways of the throwaway cluster (--own-cluster)")
+    fan.add_argument("--text-bytes", type=_count(1), default=100)
+    fan.add_argument("--pin-cluster", type=_cpus, metavar="CPUS",
+                     help="cpus for every cluster process, MariaDB and Redis (default 0 "
+                          "when there are 2 cpus or more)")
+    fan.add_argument("--pin-clients", type=_cpus, metavar="CPUS",
+                     help="cpus for the clients and the sender (default 1)")
+    fan.add_argument("--no-pin", action="store_true", help="pin nothing")
+    fan.add_argument("--settle", type=_seconds, default=10.0, metavar="SECONDS",
+                     help="stop waiting for missing deliveries after this long without one")
+    fan.add_argument("--own-cluster", action="store_true",
+                     help="start a throwaway cluster (own database and Redis prefix, per-user "
+                          "rate limit raised), stop and wipe it afterwards")
+    fan.add_argument("--json", action="store_true")
+    fan.set_defaults(fn=_bench_fanout)
+
+
+def _bench_fanout(args: argparse.Namespace) -> int:
+    from ops import fanoutbench
+
+    cluster_cpus, client_cpus = None, None
+    if not args.no_pin:
+        cluster_cpus, client_cpus = fanoutbench.default_pinning() or (None, None)
+        cluster_cpus = args.pin_cluster or cluster_cpus
+        client_cpus = args.pin_clients or client_cpus
+    opts = fanoutbench.Options(members=args.members, rate=args.rate, messages=args.messages,
+                               gateways=args.gateways, text_bytes=args.text_bytes,
+                               pin_cluster=cluster_cpus, pin_clients=client_cpus,
+                               own_cluster=args.own_cluster, settle_s=args.settle)
+    doc = fanoutbench.run(_run_dir(args), opts, args.config)
+    _print(doc, args.json, fanoutbench.text(doc))
+    return 0 if fanoutbench.clean(doc) else 1
 
 
 def _chaos(args: argparse.Namespace) -> int:
