@@ -1,6 +1,7 @@
-"""Admin server (trio): stateless router. The webapp hands it committed events over HTTP; it
-looks each stream up on the ring and forwards the event over a persistent WebSocket link to
-the owning channel server, answering the webapp only once the channel server has the event::
+"""Admin server (trio): stateless router. Webapps hand it committed events over a
+persistent WebSocket link (or POST /notify); it looks each stream up on the ring and
+forwards each owner its events in one frame over a persistent link, answering the webapp
+only once every owner has them::
 
-    webapp --POST /notify--> [admin_server: ring lookup] --event--> channel_server
+    webapp --notify--> [admin_server: ring lookup] --publish--> channel_server
 """

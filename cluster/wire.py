@@ -1,7 +1,19 @@
 """Internal frames between the real-time services, all JSON text over WebSocket.
 
-admin  -> channel  {"type":"event","id":N,"epoch":E,"stream":S,"seq":Q,"event":{...}}
-channel -> admin   {"type":"ack","id":N} | {"type":"moved","id":N,"epoch":E}
+webapp -> admin    {"type":"hello","role":"webapp","name":W,"secret":..}   (first, or closed)
+                   {"type":"notify","items":[{"id":N,"events":[{"stream":S,"seq":Q,
+                                                                 "event":{...}}, ...]}, ...]}
+admin -> webapp    {"type":"notified","items":[{"id":N,"ok":true,"behind":[S,...]}
+                                              | {"id":N,"ok":false,"error":E}, ...]}
+                   (a frame carries every notify queued meanwhile; each is answered by id,
+                   answers ready together share a frame; an invalid notify is answered
+                   "invalid_arguments", a frame that is not a notify closes the link)
+admin  -> channel  {"type":"publish","id":N,"epoch":E,"items":[{"stream":S,"seq":Q,
+                                                                "event":{...}}, ...]}
+channel -> admin   {"type":"published","id":N,"epoch":E,"moved":[S,...],"behind":[S,...]}
+                   (moved: streams not owned at epoch E or later, none of their items
+                   taken; behind: taken streams with a subscribed gateway link holding more
+                   than fanout_behind_items queued, which the webapp answers "ratelimited")
 gateway -> channel {"type":"hello","role":"gateway","name":G,"secret":..}
                    {"type":"subscribe","id":N,"epoch":E,"streams":[...],"after":{S:Q}}
                    {"type":"unsubscribe","epoch":E,"streams":[...]}

@@ -40,6 +40,21 @@ async def post(http: httpx.AsyncClient, cluster, token: str, channel: str, text:
     return reply["ts"]
 
 
+async def test_a_quiet_streams_lost_last_event_arrives_by_the_head_check(cluster):
+    """Nothing is posted after the lost event, so no gap shows: only a head check can find
+    it, and every stream's head is checked within a few head_check_interval_s."""
+    ws = cluster.seed(2)
+    general, token = ws["channels"][0]["id"], ws["users"][0]["token"]
+    async with rtm_session(cluster, ws["users"][1]["token"]) as rtm, httpx.AsyncClient(
+        timeout=10
+    ) as http:
+        first = await post(http, cluster, token, general, "before")
+        await rtm.next({"type": "message", "ts": first})
+        lost = await trio.to_thread.run_sync(commit_without_notify, cluster, ws, "quiet")
+        got = await rtm.next({"type": "message"}, timeout=20)
+    assert (got["ts"], got["text"]) == (lost, "quiet")
+
+
 async def test_lost_notification_is_repaired_from_event_log(cluster):
     ws = cluster.seed(2)
     general, token = ws["channels"][0]["id"], ws["users"][0]["token"]

@@ -13,7 +13,13 @@ import pytest
 import trio
 import trio.testing
 
-from admin_server.links import ACK_TIMEOUT_S, CONNECT_WAIT_S, ChannelLink, LinkDown
+from admin_server.links import (
+    ACK_TIMEOUT_S,
+    CONNECT_WAIT_S,
+    ChannelLink,
+    LinkDown,
+    encode_item,
+)
 from gateway_server.upstream import SUBSCRIBE_TIMEOUT_S, Upstream
 
 
@@ -23,7 +29,7 @@ class RecordingSocket:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    async def send_message(self, message: str) -> None:
+    async def send_message(self, message: str | bytes) -> None:
         self.sent.append(json.loads(message))
 
 
@@ -31,7 +37,7 @@ async def test_link_send_raises_link_down_when_never_up(autojump_clock):
     link = ChannelLink("c1", "ws://127.0.0.1:9", "admin-x", "s3cret")
     start = trio.current_time()
     with pytest.raises(LinkDown):
-        await link.send(1, "C1", 1, {})
+        await link.publish(1, [encode_item("C1", 1, {})])
     # it waited out the connect window on the virtual clock, not less
     assert trio.current_time() - start >= CONNECT_WAIT_S
     assert not link.up
@@ -49,15 +55,17 @@ async def test_link_send_waits_for_the_link_to_come_up(autojump_clock):
         await trio.testing.wait_all_tasks_blocked()
         frame_id = ws.sent[-1]["id"]
         slot = link._slots[frame_id]
-        slot.reply = {"type": "ack", "id": frame_id}
+        slot.reply = {"type": "published", "id": frame_id, "epoch": 3, "moved": [],
+                      "behind": ["C1"]}
         slot.done.set()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(come_up_then_ack)
-        assert await link.send(3, "C1", 7, {"type": "message"}) == "ack"
+        assert await link.publish(3, [encode_item("C1", 7, {"type": "message"})]) == (
+            set(), {"C1"})
     (sent,) = ws.sent
-    assert sent == {"type": "event", "id": sent["id"], "epoch": 3, "stream": "C1", "seq": 7,
-                    "event": {"type": "message"}}
+    assert sent == {"type": "publish", "id": sent["id"], "epoch": 3, "items": [
+        {"stream": "C1", "seq": 7, "event": {"type": "message"}}]}
     assert link._slots == {}
 
 
@@ -68,7 +76,7 @@ async def test_link_send_raises_link_down_when_ack_never_comes(autojump_clock):
     link._up.set()
     start = trio.current_time()
     with pytest.raises(LinkDown):
-        await link.send(1, "C1", 1, {})
+        await link.publish(1, [encode_item("C1", 1, {})])
     assert trio.current_time() - start >= ACK_TIMEOUT_S
     assert len(ws.sent) == 1
     assert link._slots == {}  # the waiting slot is not leaked

@@ -173,16 +173,75 @@ class Database:
 
     @staticmethod
     async def _once(pool: aiomysql.Pool, fn: TxBody[T]) -> T:
-        async with pool.acquire() as conn:
-            await conn.begin()
+        async with pool.acquire() as conn, conn.cursor(TxCursor) as cur:
             try:
-                async with conn.cursor(aiomysql.DictCursor) as cur:
-                    result = await fn(cur)
-                await conn.commit()
+                result = await fn(cur)
+                await cur.commit()
             except BaseException:
-                await _rollback(conn)
+                if cur.started:
+                    await _rollback(conn)
                 raise
             return result
+
+
+class TxCursor(aiomysql.DictCursor):
+    """A transaction's cursor, which saves round trips: BEGIN, and the writes a body
+    ``defer``s, travel with the next statement that needs an answer, or with the COMMIT.
+
+    The statements go as one multi-statement query (aiomysql always allows them; every
+    value is escaped by the driver as for any query). The server runs them in order and
+    stops at the first error, which is raised here: the transaction is then rolled back,
+    so nothing is half-written, and a deadlock (1213) or lock wait timeout (1205) from a
+    deferred write retries the whole body like any other.
+
+    A post is thus two round trips: BEGIN + lock (+ client_msg_id lookup), then the stream
+    position, event and message writes + COMMIT."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[str] = ["BEGIN"]
+        self.started = False  # something reached the server: a failure must roll back
+
+    def defer(self, query: str, args: Any = None) -> None:
+        """Run ``query`` before the next statement sent (its errors are raised there).
+        For writes whose result nobody reads."""
+        self._pending.append(self.mogrify(query, args))
+
+    async def execute(self, query: str | bytes, args: Any = None) -> int:
+        if self._pending and isinstance(query, str):
+            return await self._send([self.mogrify(query, args)])
+        if self._pending:  # executemany's bulk statements come as bytes: on their own
+            await self._send([])
+        self.started = True
+        return await super().execute(query, args)
+
+    async def select_many(self, queries: list[tuple[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Several reads in one round trip: each one's rows, in order."""
+        await self._send([self.mogrify(query, args) for query, args in queries],
+                         rewind=len(queries) - 1)
+        out: list[list[dict[str, Any]]] = []
+        for n in range(len(queries)):
+            out.append(list(await self.fetchall()))
+            if n < len(queries) - 1:
+                await self.nextset()
+        return out
+
+    async def commit(self) -> None:
+        """COMMIT, with whatever is still deferred; nothing at all for a body that sent
+        nothing (no transaction was begun)."""
+        if self._pending == ["BEGIN"]:
+            return
+        await self._send(["COMMIT"])
+
+    async def _send(self, statements: list[str], rewind: int = 0) -> int:
+        """Send what is pending and ``statements`` as one query; leave the cursor on the
+        result of ``statements[-1 - rewind]`` (results before it are OK packets)."""
+        batch, self._pending = self._pending + statements, []
+        self.started = True
+        await super().execute(";".join(batch))
+        for _ in range(len(batch) - 1 - rewind):
+            await self.nextset()
+        return int(self._rowcount)
 
 
 async def _rollback(conn: aiomysql.Connection) -> None:

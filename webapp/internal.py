@@ -172,7 +172,12 @@ async def rtm_post(rt: Runtime, p: Params) -> dict[str, Any]:
         raise ApiError("ratelimited")
     given = args.parse_all(_RTM_POST, p.raw)
     draft = messages.Draft(messages.content(given["text"], None, None), given["thread_ts"])
-    reply = await messages.post(rt, who, given["channel"], draft, given["client_msg_id"])
+    try:
+        reply = await messages.post(rt, who, given["channel"], draft, given["client_msg_id"])
+    except ApiError as exc:
+        if exc.status == 429:  # pushback: an RTM "ratelimited" error, relayed by the gateway
+            raise ApiError(exc.error) from exc
+        raise
     return {"channel": reply["channel"], "ts": reply["ts"], "text": reply["message"]["text"]}
 
 

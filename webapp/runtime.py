@@ -1,14 +1,13 @@
-"""The webapp's shared resources: pools, Redis, the HTTP client, caches, discovery and the
-notifier that hands committed events to admin servers."""
+"""The webapp's shared resources: pools, Redis, the HTTP client, caches, discovery, the
+links that hand committed events to admin servers and the pushback they report."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-import random
+import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -17,8 +16,10 @@ import redis.asyncio as aioredis
 from cluster import ids, registry
 from cluster.settings import Settings
 from webapp import retention, scheduler, store
+from webapp.adminlink import AdminLinks
 from webapp.db import Database
 from webapp.outbox import Outbox
+from webapp.pushback import Pushback
 from webapp.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,11 @@ class Runtime:
         self.limiter = RateLimiter(self.redis, settings.rate_limit_per_minute)
         self._auth: dict[str, tuple[float, store.Identity]] = {}
         self._discovered: dict[str, tuple[float, dict[str, str]]] = {}
-        self.outbox = Outbox(self._notify, settings.notify_deadline_s)
+        self.pushback = Pushback()
+        self.admins = AdminLinks(settings.internal_secret, f"webapp-{os.getpid()}",
+                                 self.admin_links, self.pushback.behind,
+                                 settings.notify_attempts)
+        self.outbox = Outbox(self.admins.send, settings.notify_deadline_s)
         self.db.committed = self.outbox.committed
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -53,11 +58,13 @@ class Runtime:
         await self.db.open()
         self._tasks = [asyncio.create_task(retention.run(self.db, self.redis, self.settings)),
                        asyncio.create_task(self.outbox.run()),
+                       asyncio.create_task(self.admins.run()),
                        asyncio.create_task(scheduler.run(self))]
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self.admins.close()
         await self.outbox.close()
         await self.http.aclose()
         await self.redis.aclose()
@@ -115,28 +122,12 @@ class Runtime:
     def forget(self, role: str) -> None:
         self._discovered.pop(role, None)
 
-    async def _notify(self, posted: Sequence[store.Posted]) -> bool:
-        """Hand committed events to an admin server, retrying across admin servers (the
-        outbox bounds the time and keeps what failed: webapp/outbox.py)."""
-        body = {"events": [{"stream": p.stream, "seq": p.seq, "event": p.event} for p in posted]}
-        delay = 0.05
-        for attempt in range(self.settings.notify_attempts):
-            admins = list((await self.services("admin_server")).values())
-            if admins:
-                url = random.choice(admins)
-                try:
-                    resp = await self.http.post(url + "/notify", json=body,
-                                                headers=self.internal_headers())
-                    if resp.status_code == 200:
-                        return True
-                    log.warning("admin notify status=%d attempt=%d", resp.status_code, attempt)
-                except httpx.HTTPError as exc:
-                    log.warning("admin notify failed attempt=%d: %s", attempt, type(exc).__name__)
-                self.forget("admin_server")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        log.error("admin notify gave up events=%d", len(posted))
-        return False
+    async def admin_links(self) -> dict[str, str]:
+        """name -> link address of every live admin server (the ``link`` lease field)."""
+        raw = await self.redis.hgetall(
+            registry.registry_key(self.settings.redis_prefix, "admin_server"))
+        return {name: doc["link"] for name, doc in registry.live(raw).items()
+                if isinstance(doc.get("link"), str)}
 
     def internal_headers(self) -> dict[str, str]:
         return {"x-backchannel-internal": self.settings.internal_secret}

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from cluster import ids
-from webapp import store
+from webapp import adminlink, store
 from webapp.actions import channels
 from webapp.actions.reactions import annotate
 from webapp.params import ApiError
@@ -115,6 +115,7 @@ async def post(rt: Runtime, who: store.Identity, channel: str, draft: Draft,
     """Post as ``who`` to the conversation ``channel`` names; the reply body of
     chat.postMessage (chat.meMessage and RTM sends answer from it)."""
     channel = await target(rt, who, channel)
+    rt.pushback.check(channel)  # fanout behind: ratelimited before anything is written
     if cmid is None:
         return await _post(rt, who, channel, draft, None)
     return await _post_once(rt, who, channel, draft, cmid)
@@ -163,7 +164,7 @@ async def _post_once(rt: Runtime, who: store.Identity, channel: str, draft: Draf
         if claimed:
             await rt.redis.delete(key)
         raise
-    await rt.redis.set(key, json.dumps(reply), ex=rt.settings.idempotency_ttl_s)
+    await rt.redis.set(key, adminlink.dumps(reply), ex=rt.settings.idempotency_ttl_s)
     return reply
 
 

@@ -171,6 +171,8 @@ async def _post(rt: Runtime, row: dict[str, Any]) -> str | None:
     try:
         await messages.post(rt, who, row["channel_id"], draft, row["id"])
     except ApiError as exc:
+        if exc.status == 429:  # fanout behind (pushback): posted once the claim runs out
+            raise
         return exc.error
     return None
 

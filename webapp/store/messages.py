@@ -16,7 +16,7 @@ from typing import Any
 import aiomysql
 
 from cluster import ids
-from webapp.db import Database
+from webapp.db import Database, TxCursor
 from webapp.slack import events
 from webapp.slack.shapes import TOMBSTONE_TEXT, TOMBSTONE_USER, row_to_message
 from webapp.store.directory import Identity
@@ -42,7 +42,7 @@ class Position:
     seq: int
     last_ts_us: int
 
-    async def append(self, cur: aiomysql.DictCursor,
+    async def append(self, cur: TxCursor,
                      build: Callable[[str], dict[str, Any]]) -> tuple[Posted, int]:
         posted, ts_us = await append_locked(cur, self.stream, self.seq, self.last_ts_us, build)
         self.seq, self.last_ts_us = posted.seq, ts_us
@@ -74,17 +74,23 @@ async def post_message(
            "blocks": _json(blocks), "attachments": _json(attachments),
            "thread_ts_us": None, "reply_broadcast": 0, "parent_user_id": None}
 
-    async def post(cur: aiomysql.DictCursor) -> tuple[Posted, dict[str, Any]] | dict[str, Any]:
-        pos = await _lock_for_post(cur, channel_id, who)
-        # after the stream lock: posts to the channel are serialised, so an earlier attempt
-        # with this id has either committed (and is found) or has not begun
+    async def post(cur: TxCursor) -> tuple[Posted, dict[str, Any]] | dict[str, Any]:
+        # one round trip: BEGIN, the lock, and the reads the post needs. They run in this
+        # order, so the client_msg_id lookup runs under the stream lock: posts to the
+        # channel are serialised, and an earlier attempt with this id has either committed
+        # (and is found) or has not begun
+        reads = [_lock_query(channel_id, who)]
         if client_msg_id is not None:
-            earlier = await _posted_with_client_id(cur, channel_id, who.user_id, client_msg_id)
-            if earlier is not None:
-                return earlier
+            reads.append(_client_id_query(channel_id, who.user_id, client_msg_id))
+        if thread_ts_us is not None:
+            reads.append(_message_query(channel_id, thread_ts_us))
+        found = await cur.select_many(reads)
+        pos = _may_post(_locked(found[0], channel_id, who))
+        if client_msg_id is not None and found[1]:
+            return found[1][0]
         if thread_ts_us is None:
             return await _insert(cur, pos, dict(row), who.team_id)
-        parent = await _thread_parent(cur, channel_id, thread_ts_us)
+        parent = await _thread_parent(cur, channel_id, found[-1][0] if found[-1] else None)
         return await _insert_reply(cur, pos, dict(row), parent, broadcast, who.team_id)
 
     try:
@@ -100,7 +106,7 @@ async def post_message(
     return done
 
 
-async def _insert(cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any],
+async def _insert(cur: TxCursor, pos: Position, row: dict[str, Any],
                   team_id: str, root: Callable[[int], dict[str, Any]] | None = None,
                   ) -> tuple[Posted, dict[str, Any]]:
     """Append the message's event and insert its row; ``root(ts_us)`` gives a broadcast
@@ -113,7 +119,7 @@ async def _insert(cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any],
 
     posted, ts_us = await pos.append(cur, build)
     row["seq"] = posted.seq
-    await cur.execute(
+    cur.defer(
         "INSERT INTO messages (channel_id, ts_us, seq, user_id, bot_id, text, thread_ts_us, "
         "client_msg_id, subtype, blocks, attachments, reply_broadcast, parent_user_id, extra) "
         "VALUES (%(channel_id)s, %(ts_us)s, %(seq)s, %(user_id)s, %(bot_id)s, %(text)s, "
@@ -124,7 +130,7 @@ async def _insert(cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any],
 
 
 async def _insert_reply(
-    cur: aiomysql.DictCursor, pos: Position, row: dict[str, Any], parent: dict[str, Any],
+    cur: TxCursor, pos: Position, row: dict[str, Any], parent: dict[str, Any],
     broadcast: bool, team_id: str,
 ) -> tuple[Posted, dict[str, Any]]:
     """The reply, its parent's new summary, and message_replied carrying that parent."""
@@ -144,7 +150,7 @@ async def _insert_reply(
 
     posted, message = await _insert(cur, pos, row, team_id, counted if broadcast else None)
     shown = counted(row["ts_us"])
-    await cur.execute(
+    cur.defer(
         "UPDATE messages SET reply_count=%s, latest_reply_us=%s, reply_users=%s "
         "WHERE channel_id=%s AND ts_us=%s",
         (updated["reply_count"], updated["latest_reply_us"], updated["reply_users"],
@@ -154,7 +160,7 @@ async def _insert_reply(
     return posted, message
 
 
-async def insert_notice(cur: aiomysql.DictCursor, channel: dict[str, Any], user_id: str,
+async def insert_notice(cur: TxCursor, channel: dict[str, Any], user_id: str,
                         notice: tuple[str, str, dict[str, Any]]) -> Posted:
     """A system message (``notice``: subtype, text, its own fields; see
     shapes.channel_notice) stored and announced like any post, with the stream's next seq
@@ -170,11 +176,11 @@ async def insert_notice(cur: aiomysql.DictCursor, channel: dict[str, Any], user_
     return posted
 
 
-async def _thread_parent(cur: aiomysql.DictCursor, channel_id: str,
-                         thread_ts_us: int) -> dict[str, Any]:
-    """The message a reply goes under: ``thread_ts`` itself, or, when that is a reply, its
-    parent (Slack threads one level deep)."""
-    parent = await message_row(cur, channel_id, thread_ts_us)
+async def _thread_parent(cur: TxCursor, channel_id: str,
+                         found: dict[str, Any] | None) -> dict[str, Any]:
+    """The message a reply goes under: ``thread_ts`` itself (``found``, read with the
+    lock), or, when that is a reply, its parent (Slack threads one level deep)."""
+    parent = found
     if parent is not None and parent["thread_ts_us"] is not None:
         parent = await message_row(cur, channel_id, parent["thread_ts_us"])
     if parent is None:
@@ -182,32 +188,32 @@ async def _thread_parent(cur: aiomysql.DictCursor, channel_id: str,
     return parent
 
 
-async def _posted_with_client_id(
-    cur: aiomysql.DictCursor, channel_id: str, user_id: str, client_msg_id: str,
-) -> dict[str, Any] | None:
-    """A plain read, taken under the stream lock: a locking read would gap-lock the unique
+def _client_id_query(channel_id: str, user_id: str, client_msg_id: str) -> tuple[str, Any]:
+    """A plain read, sent after the stream lock: a locking read would gap-lock the unique
     index, and two posts to different channels whose keys share a gap would then deadlock
     on their inserts."""
-    await cur.execute(
-        "SELECT * FROM messages WHERE channel_id=%s AND user_id=%s AND client_msg_id=%s",
-        (channel_id, user_id, client_msg_id),
-    )
-    return await cur.fetchone()
+    return ("SELECT * FROM messages WHERE channel_id=%s AND user_id=%s AND client_msg_id=%s",
+            (channel_id, user_id, client_msg_id))
 
 
-async def lock_channel(cur: aiomysql.DictCursor, channel_id: str,
-                        who: Identity) -> tuple[Position, dict[str, Any]]:
-    """Lock the channel's stream; the channel row (with ``member``: the caller's) if the
-    caller may see it, else channel_not_found (private channels hide from non-members)."""
-    await cur.execute(
-        "SELECT c.team_id, c.is_private, c.is_im, c.is_mpim, c.is_archived, s.seq, "
-        "s.last_ts_us, "
-        "EXISTS(SELECT 1 FROM channel_members m WHERE m.channel_id=c.id "
-        "AND m.user_id=%s) AS member FROM channels c "
-        "JOIN stream_seq s ON s.stream_id=c.id WHERE c.id=%s FOR UPDATE",
-        (who.user_id, channel_id),
-    )
-    row = await cur.fetchone()
+def _message_query(channel_id: str, ts_us: int) -> tuple[str, Any]:
+    return "SELECT * FROM messages WHERE channel_id=%s AND ts_us=%s", (channel_id, ts_us)
+
+
+def _lock_query(channel_id: str, who: Identity) -> tuple[str, Any]:
+    return ("SELECT c.team_id, c.is_private, c.is_im, c.is_mpim, c.is_archived, s.seq, "
+            "s.last_ts_us, "
+            "EXISTS(SELECT 1 FROM channel_members m WHERE m.channel_id=c.id "
+            "AND m.user_id=%s) AS member FROM channels c "
+            "JOIN stream_seq s ON s.stream_id=c.id WHERE c.id=%s FOR UPDATE",
+            (who.user_id, channel_id))
+
+
+def _locked(rows: list[dict[str, Any]], channel_id: str,
+            who: Identity) -> tuple[Position, dict[str, Any]]:
+    """The lock query's answer: the position and channel row, or channel_not_found
+    (private channels hide from non-members)."""
+    row = rows[0] if rows else None
     if row is None or row["team_id"] != who.team_id or (
         _members_only(row) and not row["member"]
     ):
@@ -215,14 +221,21 @@ async def lock_channel(cur: aiomysql.DictCursor, channel_id: str,
     return Position(channel_id, row["seq"], row["last_ts_us"]), row
 
 
+async def lock_channel(cur: aiomysql.DictCursor, channel_id: str,
+                        who: Identity) -> tuple[Position, dict[str, Any]]:
+    """Lock the channel's stream; the channel row (with ``member``: the caller's) if the
+    caller may see it, else channel_not_found (private channels hide from non-members)."""
+    await cur.execute(*_lock_query(channel_id, who))
+    return _locked(list(await cur.fetchall()), channel_id, who)
+
+
 def _members_only(row: dict[str, Any]) -> bool:
     return bool(row["is_private"] or row.get("is_im") or row.get("is_mpim"))
 
 
-async def _lock_for_post(cur: aiomysql.DictCursor, channel_id: str,
-                         who: Identity) -> Position:
-    """Lock the channel's stream and check the poster may write there; raises PostRefused."""
-    pos, row = await lock_channel(cur, channel_id, who)
+def _may_post(locked: tuple[Position, dict[str, Any]]) -> Position:
+    """The locked channel takes posts from this member; raises PostRefused."""
+    pos, row = locked
     if row["is_archived"]:
         raise PostRefused("is_archived")
     if not row["member"]:

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aiomysql
+import orjson
 
 from cluster import ids
 from webapp import db as _db
+from webapp.db import TxCursor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +34,14 @@ class Posted:
     event: dict[str, Any]
 
 
-async def lock_stream(cur: aiomysql.DictCursor, stream: str) -> tuple[int, int]:
+async def lock_stream(cur: TxCursor, stream: str) -> tuple[int, int]:
     """X-lock the stream's allocator row, creating it if missing; returns (seq, last_ts_us).
 
     ON DUPLICATE KEY UPDATE takes the exclusive lock at once. The former INSERT IGNORE took a
     shared lock on the existing row, and two transactions holding it both deadlocked when
-    SELECT ... FOR UPDATE tried to upgrade it.
+    SELECT ... FOR UPDATE tried to upgrade it. Both statements go in one round trip.
     """
-    await cur.execute(
+    cur.defer(
         "INSERT INTO stream_seq VALUES (%s, 0, 0) ON DUPLICATE KEY UPDATE seq=seq", (stream,)
     )
     await cur.execute(
@@ -49,8 +51,17 @@ async def lock_stream(cur: aiomysql.DictCursor, stream: str) -> tuple[int, int]:
     return row["seq"], row["last_ts_us"]
 
 
+def payload(event: dict[str, Any]) -> str:
+    """An event as the log stores it: orjson (hot: once per event), or json for what
+    orjson refuses (integers past 64 bits, lone surrogates), ASCII-escaped as before."""
+    try:
+        return orjson.dumps(event).decode()
+    except TypeError:
+        return json.dumps(event, separators=(",", ":"))
+
+
 async def append_event(
-    cur: aiomysql.DictCursor, stream: str, build: Callable[[str], dict[str, Any]]
+    cur: TxCursor, stream: str, build: Callable[[str], dict[str, Any]]
 ) -> tuple[Posted, int]:
     """Assign the stream's next seq and ts, store the event; returns it with its ts in µs.
 
@@ -62,23 +73,24 @@ async def append_event(
 
 
 async def append_locked(
-    cur: aiomysql.DictCursor, stream: str, seq: int, last_ts_us: int,
+    cur: TxCursor, stream: str, seq: int, last_ts_us: int,
     build: Callable[[str], dict[str, Any]],
 ) -> tuple[Posted, int]:
+    """Both writes are deferred (TxCursor.defer): they reach the server with the
+    transaction's next statement or its COMMIT, as part of that round trip."""
     ts_us = ids.next_ts_us(ids.now_us(), last_ts_us)
     event = build(ids.format_ts(ts_us))
-    await cur.execute(
+    cur.defer(
         "UPDATE stream_seq SET seq=%s, last_ts_us=%s WHERE stream_id=%s",
         (seq + 1, ts_us, stream),
     )
-    await cur.execute(
+    cur.defer(
         "INSERT INTO events (stream_id, seq, ts_us, payload) VALUES (%s, %s, %s, %s)",
-        (stream, seq + 1, ts_us, json.dumps(event, separators=(",", ":"))),
+        (stream, seq + 1, ts_us, payload(event)),
     )
     posted = Posted(stream, seq + 1, event)
     _db.on_commit(posted)
     return posted, ts_us
-
 
 
 async def lock_streams(cur: aiomysql.DictCursor, streams: list[str]) -> dict[str, tuple[int, int]]:
@@ -112,7 +124,7 @@ async def append_many_locked(
         ts_us = ids.next_ts_us(now, last_ts_us)
         event = build(ids.format_ts(ts_us))
         position[stream] = (seq + 1, ts_us)
-        rows.append((stream, seq + 1, ts_us, json.dumps(event, separators=(",", ":"))))
+        rows.append((stream, seq + 1, ts_us, payload(event)))
         posted.append(Posted(stream, seq + 1, event))
     if not rows:
         return []
