@@ -83,6 +83,13 @@ class Pending:
         await self.stream.send_all(data)
         proto = ws.connection
         assert proto is not None  # wsproto opens it as it makes the 101
+        # a client may send its first frame right behind the request; wsproto's server
+        # side leaves those bytes in the handshake's h11 buffer (its client side passes
+        # them on), so hand them to the open connection ourselves
+        h11_conn = getattr(ws.handshake, "_h11_connection", None)
+        trailing = h11_conn.trailing_data[0] if h11_conn is not None else b""
+        if trailing:
+            proto.receive_data(bytes(trailing))
         # wsproto's Connection queues events in a deque (about 600 B per idle socket) only
         # for a transport loss reported as receive_data(None), which we never call: an
         # empty tuple reads the same in Connection.events()
@@ -129,13 +136,8 @@ async def messages(stream: trio.SocketStream, proto: Connection, max_size: int,
     parts: list[Any] = []
     size = 0
     while True:
-        try:
-            data = await stream.receive_some(RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise Gone(Closing(CloseReason.ABNORMAL_CLOSURE)) from exc
-        if not data:
-            raise Gone(Closing(CloseReason.ABNORMAL_CLOSURE))
-        proto.receive_data(data)
+        # events first: bytes that came right behind the upgrade request are already in
+        # the connection, and must not wait for the client's next packet
         for event in proto.events():
             if isinstance(event, TextMessage | BytesMessage):
                 size += len(event.data)
@@ -154,6 +156,13 @@ async def messages(stream: trio.SocketStream, proto: Connection, max_size: int,
                 if proto.state.name == "REMOTE_CLOSING":
                     write(proto.send(event.response()))
                 raise Gone(Closing(event.code, event.reason or ""))
+        try:
+            data = await stream.receive_some(RECEIVE_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise Gone(Closing(CloseReason.ABNORMAL_CLOSURE)) from exc
+        if not data:
+            raise Gone(Closing(CloseReason.ABNORMAL_CLOSURE))
+        proto.receive_data(data)
 
 
 def close_frame(proto: Connection, code: int, reason: str) -> bytes:
