@@ -27,7 +27,8 @@ class Upstream:
     def __init__(self, member: str, url: str, gateway: str, secret: str,
                  wanted: Callable[[], set[str]], on_frame: FrameHandler,
                  positions: Positions, on_subscribed: AnswerHandler,
-                 before_read: Callable[[], Awaitable[None]] | None = None) -> None:
+                 before_read: Callable[[], Awaitable[None]] | None = None,
+                 before_answer: Callable[[], None] | None = None) -> None:
         self.member = member
         self.secret = secret
         self.url = url
@@ -39,6 +40,9 @@ class Upstream:
         # awaited before each frame is read: the gateway holds it while its clients' unsent
         # bytes are over its limit, so the backlog stays at the channel server (pushback)
         self.before_read = before_read
+        # called before a subscribe answer or a replay page is taken: the gateway delivers
+        # the events it received before it, keeping the link's frames in order
+        self.before_answer = before_answer
         self.subscribed: set[str] = set()
         self._ws: Any = None
         self._up = trio.Event()
@@ -105,6 +109,8 @@ class Upstream:
             except wire.BadFrame as exc:
                 log.warning("bad frame from %s: %s", self.member, exc)
                 continue
+            if frame["type"] in ("replayed", "subscribed") and self.before_answer is not None:
+                self.before_answer()
             if frame["type"] == "replayed":
                 waiter = self._acks.pop(frame.get("id"), None)  # type: ignore[arg-type]
                 if waiter is not None:

@@ -27,7 +27,7 @@ from ops.errors import ClusterError
 
 CONNECT_ATTEMPTS = 5  # per member: a fresh rtm.connect each time
 HELLO_TIMEOUT_S = 30.0
-UNPACED_IN_FLIGHT = 4  # posts in flight when the rate is 0
+UNPACED_IN_FLIGHT = 16  # posts in flight when the rate is 0: enough to keep a one-core cluster busy
 PACED_MAX_IN_FLIGHT = 256  # a paced sender never holds more: the offered rate then drops
 TEXT_PREFIX = "fb "
 TEXT = WSMsgType.TEXT
