@@ -296,7 +296,9 @@ class Gateway:
     def _deliver(self, items: list[Any]) -> None:
         """Fan a batch out: each event's frame is built once, and each client gets all of
         its frames from the batch in one write (docs/performance.md)."""
-        out: dict[Client, list[bytes]] = {}
+        # a client's first frame is stored bare: a list per client per batch is a GC-tracked
+        # object that outlives young collections during a big fanout and drives gen2 passes
+        out: dict[Client, bytes | list[bytes]] = {}
         joined: set[str] = set()
         for item in items:
             if not isinstance(item, dict):
@@ -320,7 +322,9 @@ class Gateway:
                     continue
                 frames = out.get(client)
                 if frames is None:
-                    out[client] = [frame]
+                    out[client] = frame
+                elif type(frames) is bytes:
+                    out[client] = [frames, frame]
                 else:
                     frames.append(frame)
             DELIVERED.inc(len(holders))
@@ -335,15 +339,15 @@ class Gateway:
                 for client in list(holders):
                     self._detach(client, {ref})
         for client, frames in out.items():
-            client.push_frame(frames[0] if len(frames) == 1 else b"".join(frames))
+            client.push_frame(frames if type(frames) is bytes else b"".join(frames))
         if joined and self.nursery is not None:
             self.nursery.start_soon(self.ensure_subscribed, joined)
 
     @staticmethod
-    def _flush_batch(client: Client, out: dict[Client, list[bytes]]) -> None:
+    def _flush_batch(client: Client, out: dict[Client, bytes | list[bytes]]) -> None:
         frames = out.pop(client, None)
         if frames:
-            client.push_frame(b"".join(frames))
+            client.push_frame(frames if type(frames) is bytes else b"".join(frames))
 
     async def _typing(self, client: Client, channel: str) -> None:
         try:

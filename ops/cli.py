@@ -42,7 +42,7 @@ def _trio_main(args: argparse.Namespace, settings: Settings,
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cluster.service import setup_logging
+    from cluster.service import settle_heap, setup_logging
 
     settings = settings_mod.load(args.config)
     setup_logging(settings.log_level, args.name)
@@ -55,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     fn = _trio_main(args, settings, addr)
+    settle_heap()
 
     async def run_then_stop(stop: trio.CancelScope) -> None:
         await fn()

@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from cluster import registry
+from cluster.service import settle_heap
 from cluster.settings import Settings
 from ops.addrfile import write_addr
 from webapp.app import build_app
@@ -51,6 +52,7 @@ def serve(settings: Settings, name: str, port: int, addr_file: Path | None) -> N
         rt_ref.append(rt)
         await rt.redis.hset(key, name, registry.entry(url, settings.lease_ttl_s))
         lease.append(asyncio.create_task(renew()))
+        settle_heap()
         if addr_file:
             write_addr(addr_file, {"name": name, "role": "webapp", "url": url, "http_url": url,
                                    "webapp_url": url + "/api/"})
