@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import uvicorn
+import uvloop
 
 from cluster import registry
 from cluster.service import settle_heap
@@ -74,4 +75,6 @@ def serve(settings: Settings, name: str, port: int, addr_file: Path | None) -> N
                             timeout_keep_alive=math.ceil(settings.http_keepalive_timeout_s),
                             lifespan="on")
     server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    # uvloop: the post path's event-loop and socket-write overhead (asyncio's selector loop
+    # was ~1/4 of the webapp's samples) falls ~15% (docs/performance.md, "The post path")
+    uvloop.run(server.serve(sockets=[sock]))
