@@ -106,6 +106,11 @@ DIRECTORY_MIGRATIONS = [
         channel_id VARCHAR(16) NOT NULL, PRIMARY KEY (team_id, members_key)) {_TABLE_OPTS}""",
     # usergroups.disable: who disabled the group (Slack's deleted_by; `disabled` holds when)
     "ALTER TABLE usergroups ADD COLUMN IF NOT EXISTS deleted_by VARCHAR(16) NULL",
+    # do-not-disturb snooze (dnd.setSnooze), Unix seconds: a snooze is active while
+    # snooze_end lies ahead, so an expired one needs no clean-up; snooze_start is when the
+    # running snooze began (teammates see it as the DND window's start)
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS snooze_start BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS snooze_end BIGINT NOT NULL DEFAULT 0",
 ]
 
 CHAT_MIGRATIONS = [

@@ -11,7 +11,7 @@ from typing import Any
 
 from cluster import ids
 from webapp import store
-from webapp.actions import channels, usergroups
+from webapp.actions import channels, dnd, usergroups
 from webapp.actions import users as user_actions
 from webapp.params import ApiError
 from webapp.runtime import Runtime
@@ -21,9 +21,6 @@ from webapp.store import directory
 ALL_TYPES = ("public_channel", "private_channel", "mpim", "im")
 CONVERSATION_PAGE = 1000
 USER_PAGE = 5000
-# Slack's answer for a user without do-not-disturb (dnd.info)
-NO_DND = {"dnd_enabled": False, "next_dnd_start_ts": 1, "next_dnd_end_ts": 1,
-          "snooze_enabled": False}
 
 
 async def _conversations(rt: Runtime, who: store.Identity) -> list[dict[str, Any]]:
@@ -68,11 +65,11 @@ def _sorted_conversations(shapes: list[dict[str, Any]], mpim_aware: bool
 
 async def snapshot(rt: Runtime, who: store.Identity, *, mpim_aware: bool,
                    locale: bool) -> dict[str, Any]:
-    conversations, rows, team, prefs, away, groups = await asyncio.gather(
+    conversations, rows, team, prefs, away, groups, dnd_status = await asyncio.gather(
         _conversations(rt, who), _user_rows(rt, who.team_id),
         directory.get_team(rt.db, who.team_id), user_actions.all_prefs(rt, who),
         directory.manual_away(rt.db, who.team_id, who.user_id),
-        usergroups.listing(rt, who, True, True, False))
+        usergroups.listing(rt, who, True, True, False), dnd.own_status(rt, who))
     me = next((r for r in rows if r["id"] == who.user_id), None)
     if team is None or me is None:
         raise ApiError("invalid_auth")  # the caller vanished since it was authenticated
@@ -86,7 +83,7 @@ async def snapshot(rt: Runtime, who: store.Identity, *, mpim_aware: bool,
         **_sorted_conversations(conversations, mpim_aware),
         "subteams": {"self": mine,
                      "all": [{k: v for k, v in g.items() if k != "users"} for g in groups]},
-        "dnd": dict(NO_DND),
+        "dnd": dnd_status,
         "cache_ts": int(time.time()),
         "latest_event_ts": ids.format_ts(ids.now_us()),
         "read_only_channels": [], "non_threadable_channels": [], "thread_only_channels": [],

@@ -27,7 +27,7 @@ Tier = Literal[1, 2, 3, 4, "post"]
 TIER_SHARE: dict[Tier, float] = {1: 0.05, 2: 0.2, 3: 0.5, 4: 1.0, "post": 1.0}
 
 FAMILIES = ("core", "chat", "conversations", "users", "team", "bots", "usergroups", "emoji", "rtm",
-            "reactions", "pins", "search")
+            "reactions", "pins", "search", "dnd")
 
 
 @dataclasses.dataclass(frozen=True)

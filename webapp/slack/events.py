@@ -196,8 +196,8 @@ def dm_closed(channel: dict[str, Any], user_id: str, ts: str) -> dict[str, Any]:
 
 
 # --- people: the workspace's users, usergroups, and one user's own settings ----------------
-# user_change, team_join and subteam_* go to the workspace stream; pref_change and
-# manual_presence_change to the user's personal stream.
+# user_change, team_join, dnd_updated_user and subteam_* go to the workspace stream;
+# pref_change, manual_presence_change and dnd_updated to the user's personal stream.
 
 
 def user_change(user: dict[str, Any], ts: str) -> dict[str, Any]:
@@ -216,6 +216,17 @@ def pref_change(name: str, value: Any, ts: str) -> dict[str, Any]:
 def manual_presence_change(presence: str, ts: str) -> dict[str, Any]:
     """users.setPresence: ``away`` or ``active`` (what ``auto`` reads as)."""
     return {"type": "manual_presence_change", "presence": presence, "event_ts": ts}
+
+
+def dnd_updated(user_id: str, status: dict[str, Any], ts: str) -> dict[str, Any]:
+    """To the user's own sockets: ``status`` with the snooze fields."""
+    return {"type": "dnd_updated", "user": user_id, "dnd_status": status, "event_ts": ts}
+
+
+def dnd_updated_user(user_id: str, status: dict[str, Any], ts: str) -> dict[str, Any]:
+    """To the workspace: ``status`` without the snooze fields."""
+    return {"type": "dnd_updated_user", "user": user_id, "dnd_status": status,
+            "event_ts": ts}
 
 
 def subteam_created(subteam: dict[str, Any], ts: str) -> dict[str, Any]:

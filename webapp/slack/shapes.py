@@ -442,3 +442,26 @@ def search_match_shape(row: dict[str, Any], channel: dict[str, Any], viewer: str
         if field in message:
             match[field] = message[field]
     return match
+
+
+# Slack's "no DND" values of next_dnd_start_ts / next_dnd_end_ts (what dnd.info answers for
+# a user with neither a schedule nor a snooze)
+NO_DND_TS = 1
+
+
+def dnd_status(start: int, end: int, now: int, *, own: bool) -> dict[str, Any]:
+    """Slack's DND status of a user whose last snooze ran from ``start`` to ``end`` (Unix
+    seconds), seen at ``now``. We keep no DND schedules, so the only DND session is a
+    running snooze: it is reported as the current DND window (``dnd_enabled``,
+    ``next_dnd_*_ts``), which is all teammates see. ``own`` adds the snooze fields only
+    the user itself is shown."""
+    snoozing = end > now
+    status: dict[str, Any] = {"dnd_enabled": snoozing,
+                              "next_dnd_start_ts": start if snoozing else NO_DND_TS,
+                              "next_dnd_end_ts": end if snoozing else NO_DND_TS}
+    if own:
+        status["snooze_enabled"] = snoozing
+        if snoozing:
+            status["snooze_endtime"] = end
+            status["snooze_remaining"] = end - now
+    return status

@@ -317,3 +317,58 @@ async def list_emoji(db: Database, team_id: str) -> tuple[dict[str, str], int]:
                           "ORDER BY name", (team_id,))
         rows = await cur.fetchall()
     return {r["name"]: r["value"] for r in rows}, max((r["updated"] for r in rows), default=0)
+
+
+# --- do-not-disturb snooze: (start, end) in Unix seconds; active while end > now --------------
+
+
+async def get_snooze(db: Database, team_id: str, user_id: str) -> tuple[int, int] | None:
+    """The user's last snooze window; None: no such user in ``team_id``."""
+    async with db.directory() as cur:
+        await cur.execute("SELECT snooze_start, snooze_end FROM users WHERE id=%s AND "
+                          "team_id=%s", (user_id, team_id))
+        row = await cur.fetchone()
+    return None if row is None else (int(row["snooze_start"]), int(row["snooze_end"]))
+
+
+async def team_snoozes(db: Database, team_id: str, user_ids: Sequence[str]
+                       ) -> dict[str, tuple[int, int]]:
+    """Snooze windows of those of ``user_ids`` that are users of ``team_id``; the others
+    are left out (another workspace's user does not exist for the caller)."""
+    if not user_ids:
+        return {}
+    async with db.directory() as cur:
+        marks = ",".join(["%s"] * len(user_ids))
+        await cur.execute(
+            f"SELECT id, snooze_start, snooze_end FROM users WHERE team_id=%s "
+            f"AND id IN ({marks})", (team_id, *user_ids))
+        rows = await cur.fetchall()
+    return {r["id"]: (int(r["snooze_start"]), int(r["snooze_end"])) for r in rows}
+
+
+async def set_snooze(db: Database, user_id: str, now: int, end: int) -> tuple[int, int]:
+    """Snooze until ``end``: a running snooze keeps its start (Slack adjusts its duration),
+    otherwise it starts ``now``. Returns the new window."""
+
+    async def write(cur: aiomysql.DictCursor) -> tuple[int, int]:
+        await cur.execute(
+            "UPDATE users SET snooze_start=IF(snooze_end > %s, snooze_start, %s), "
+            "snooze_end=%s WHERE id=%s", (now, now, end, user_id))
+        await cur.execute("SELECT snooze_start, snooze_end FROM users WHERE id=%s",
+                          (user_id,))
+        row = await cur.fetchone()
+        return int(row["snooze_start"]), int(row["snooze_end"])
+
+    return await db.transact_directory(write)
+
+
+async def end_snooze(db: Database, user_id: str, now: int) -> bool:
+    """End the user's snooze; whether one was active (only an active one is touched, in
+    one statement, so two racing calls cannot both see it end)."""
+
+    async def write(cur: aiomysql.DictCursor) -> bool:
+        await cur.execute("UPDATE users SET snooze_start=0, snooze_end=0 "
+                          "WHERE id=%s AND snooze_end > %s", (user_id, now))
+        return cur.rowcount > 0
+
+    return await db.transact_directory(write)
