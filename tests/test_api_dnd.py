@@ -181,6 +181,8 @@ async def test_dnd_updated_to_own_sockets_dnd_updated_user_to_the_workspace(clus
         assert ended["dnd_status"] == {**NO_DND, "snooze_enabled": False}
         assert (await b.next({"type": "dnd_updated_user"}))["dnd_status"] == NO_DND
         assert not [e for e in b.seen if e.get("type") == "dnd_updated"]
+        assert not [e for e in events(cluster, mate["id"])
+                    if e["event"]["type"].startswith("dnd_")]
         # the outsider's workspace speaks next: nothing of ours came before it
         await trio.to_thread.run_sync(
             lambda: web(cluster, outsider["token"]).dnd_setSnooze(num_minutes=1))
@@ -273,3 +275,35 @@ def test_every_dnd_method_wants_a_real_token(cluster, name):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         resp = httpx.post(cluster.api + name, json=body, headers=headers, timeout=10)
         assert resp.json() == {"ok": False, "error": error}
+
+
+async def test_racing_calls_leave_one_state_and_one_event_per_change(cluster):
+    """Concurrent setSnooze and endSnooze of one user: each either changes the state (and
+    says so exactly once on each stream) or is refused whole; dnd.info ends up agreeing
+    with the row."""
+    ws = cluster.seed(1)
+    me = ws["users"][0]
+    replies: list[dict[str, Any]] = []
+
+    async def call(http: httpx.AsyncClient, i: int) -> None:
+        name, body = ("dnd.setSnooze", {"num_minutes": 1 + i}) if i % 3 else (
+            "dnd.endSnooze", {})
+        resp = await http.post(cluster.api + name, json=body,
+                               headers={"Authorization": f"Bearer {me['token']}"})
+        replies.append(resp.json())
+
+    async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as nursery:
+        for i in range(24):
+            nursery.start_soon(call, http, i)
+    assert all(r["ok"] or r["error"] == "snooze_not_active" for r in replies), replies
+    changes = sum(r["ok"] for r in replies)
+    mine = [e["event"] for e in events(cluster, me["id"])
+            if e["event"]["type"] == "dnd_updated"]
+    team = [e["event"] for e in events(cluster, ws["team"]["id"])
+            if e["event"]["type"] == "dnd_updated_user" and e["event"]["user"] == me["id"]]
+    assert len(mine) == len(team) == changes
+    start, end = snooze_window(cluster, me["id"])
+    info = web(cluster, me["token"]).dnd_info().data
+    assert info["snooze_enabled"] is (end > time.time())
+    if info["snooze_enabled"]:
+        assert info["snooze_endtime"] == end and info["next_dnd_start_ts"] == start
